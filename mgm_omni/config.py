@@ -1,0 +1,321 @@
+"""Typed configs that round-trip with the official ``config.json`` files.
+
+``from_dict`` keeps every key it does not model in ``extra``, so ``to_dict`` gives back the file it
+was read from. ``strict=True`` (used for user-supplied overrides) rejects unknown keys instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+C = TypeVar("C", bound="JsonConfig")
+
+
+class ConfigError(ValueError):
+    """A config value or key is invalid."""
+
+
+def _require(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+@dataclass
+class JsonConfig:
+    """Base: dataclass fields plus preserved unknown keys, with exact JSON round-trip."""
+
+    extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    _source_keys: tuple[str, ...] | None = field(default=None, repr=False, compare=False)
+
+    # JSON key -> field name, for keys whose field is named differently.
+    json_aliases: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls) if not f.name.startswith("_") and f.name != "extra"]
+
+    @classmethod
+    def from_dict(cls: type[C], data: dict[str, Any], strict: bool = False) -> C:
+        """Build from a parsed ``config.json``; unknown keys go to ``extra`` (or raise if ``strict``)."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{cls.__name__}: expected a JSON object, got {type(data).__name__}")
+        names = set(cls.field_names())
+        known, extra = {}, {}
+        for key, value in data.items():
+            name = cls.json_aliases.get(key, key)
+            if name in names:
+                known[name] = value
+            elif strict:
+                hint = difflib.get_close_matches(key, sorted(names), n=1)
+                raise ConfigError(
+                    f"unknown config key {key!r} for {cls.__name__}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                )
+            else:
+                extra[key] = value
+        try:
+            cfg = cls(**known, extra=extra, _source_keys=tuple(data))
+        except TypeError as exc:  # a required field is missing
+            raise ConfigError(f"{cls.__name__}: {exc}") from exc
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form: the source keys in their order, then fields set away from their defaults."""
+        inverse = {v: k for k, v in self.json_aliases.items()}
+        values = {inverse.get(n, n): getattr(self, n) for n in self.field_names()}
+        defaults = {inverse.get(f.name, f.name): _default_of(f) for f in dataclasses.fields(self)}
+        out: dict[str, Any] = {}
+        order = list(self._source_keys) if self._source_keys is not None else list(values)
+        for key in order:
+            if key in values:
+                out[key] = _jsonable(values[key])
+            elif key in self.extra:
+                out[key] = self.extra[key]
+        for key, value in values.items():
+            if key not in out and (self._source_keys is None or value != defaults.get(key)):
+                out[key] = _jsonable(value)
+        for key, value in self.extra.items():
+            out.setdefault(key, value)
+        return out
+
+    @classmethod
+    def from_json_file(cls: type[C], path: str | os.PathLike) -> C:
+        return cls.from_dict(read_json(path))
+
+    def save(self, path: str | os.PathLike) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    def replace(self: C, **overrides: Any) -> C:
+        """A copy with some fields changed; unknown names raise :class:`ConfigError`."""
+        names = set(self.field_names())
+        for key in overrides:
+            if key not in names:
+                hint = difflib.get_close_matches(key, sorted(names), n=1)
+                raise ConfigError(
+                    f"unknown config key {key!r} for {type(self).__name__}"
+                    + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                )
+        return dataclasses.replace(self, **overrides)
+
+
+def _default_of(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return dataclasses.MISSING
+
+
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+@dataclass
+class DecoderConfig(JsonConfig):
+    """A Qwen2 / Qwen2.5 / Qwen3 decoder stack.
+
+    ``qk_norm`` selects Qwen3 (RMSNorm on q and k per head); ``attention_bias`` adds biases to
+    q/k/v (Qwen2 always has them). ``mrope_section`` switches RoPE to the 3-D multimodal form.
+    """
+
+    vocab_size: int = 151936
+    hidden_size: int = 1024
+    intermediate_size: int = 3072
+    num_hidden_layers: int = 28
+    num_attention_heads: int = 16
+    num_key_value_heads: int = 8
+    head_dim: int | None = None
+    rope_theta: float = 1_000_000.0
+    rms_norm_eps: float = 1e-6
+    max_position_embeddings: int = 40960
+    tie_word_embeddings: bool = False
+    attention_bias: bool = False
+    qk_norm: bool = False
+    hidden_act: str = "silu"
+    rope_scaling: dict | None = None
+    model_type: str = "qwen3"
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                     "num_attention_heads", "num_key_value_heads", "max_position_embeddings"):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and not isinstance(value, bool) and value > 0,
+                     f"{name} must be a positive integer, got {value!r}")
+        _require(self.num_attention_heads % self.num_key_value_heads == 0,
+                 f"num_attention_heads ({self.num_attention_heads}) must be a multiple of "
+                 f"num_key_value_heads ({self.num_key_value_heads})")
+        if self.head_dim is None:
+            _require(self.hidden_size % self.num_attention_heads == 0,
+                     "hidden_size must be divisible by num_attention_heads when head_dim is not given")
+        else:
+            _require(self.head_dim > 0 and self.head_dim % 2 == 0, f"head_dim must be a positive even integer, got {self.head_dim}")
+        _require(self.rope_theta > 0, f"rope_theta must be positive, got {self.rope_theta}")
+        _require(0 < self.rms_norm_eps < 1, f"rms_norm_eps must be in (0, 1), got {self.rms_norm_eps}")
+        _require(self.hidden_act == "silu", f"only hidden_act 'silu' is supported, got {self.hidden_act!r}")
+        if self.mrope_section is not None:
+            _require(len(self.mrope_section) == 3 and sum(self.mrope_section) * 2 == self.dim_per_head,
+                     f"mrope_section {self.mrope_section} must have 3 parts summing to head_dim/2 = {self.dim_per_head // 2}")
+
+    @property
+    def dim_per_head(self) -> int:
+        return self.head_dim if self.head_dim is not None else self.hidden_size // self.num_attention_heads
+
+    @property
+    def mrope_section(self) -> tuple[int, int, int] | None:
+        rs = self.rope_scaling or {}
+        section = rs.get("mrope_section")
+        return tuple(section) if section else None  # type: ignore[return-value]
+
+
+def parse_adapter_string(spec: str) -> dict[str, int]:
+    """``"(n_layers,n_dims,n_heads[_gqa],n_inter)"`` -> layer overrides of the TTS-Adapter.
+
+    ``n_heads`` may read ``"16_2"``: 16 query heads sharing key/value heads in groups of 2.
+    """
+    parts = [p.strip() for p in str(spec).strip().strip("()").split(",")]
+    _require(len(parts) == 4, f"tts_adapter_config must be '(n_layers,n_dims,n_heads[_gqa],n_inter)', got {spec!r}")
+    try:
+        heads, _, gqa = parts[2].partition("_")
+        n_heads, group = int(heads), int(gqa) if gqa else 1
+        out = {"num_hidden_layers": int(parts[0]), "hidden_size": int(parts[1]),
+               "num_attention_heads": n_heads, "intermediate_size": int(parts[3])}
+    except ValueError as exc:
+        raise ConfigError(f"tts_adapter_config {spec!r}: {exc}") from exc
+    _require(group > 0 and n_heads % group == 0, f"tts_adapter_config {spec!r}: heads must divide by the GQA factor")
+    out["num_key_value_heads"] = n_heads // group
+    return out
+
+
+@dataclass
+class SpeechLMConfig(DecoderConfig):
+    """``model_type: "MGMTTS"``: a Qwen3 backbone, a TTS-Adapter and the row vocabulary (spec §1)."""
+
+    model_type: str = "MGMTTS"
+    qk_norm: bool = True
+    tie_word_embeddings: bool = True
+    vocab_size: int = 177924
+    tts_adapter_type: str | None = "qwen3"
+    tts_adapter_config: str | None = "(6,1024,16_2,3072)"
+    tokenizer_text_size: int = 151672
+    tokenizer_speech_size: int = 6563
+    speech_token_count: int = 4
+    speech_token_pre_pad: int | None = None
+    tokenizer_model_max_length: int | None = None
+    bos_token_id: int | None = 151643
+    eos_token_id: int | None = 151645
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.model_type == "MGMTTS", f"SpeechLMConfig needs model_type 'MGMTTS', got {self.model_type!r}")
+        _require(self.speech_token_count >= 1, f"speech_token_count must be >= 1, got {self.speech_token_count}")
+        _require(self.tokenizer_speech_size >= 3, "tokenizer_speech_size must hold codes plus eos and pad")
+        expected = self.tokenizer_text_size + self.speech_token_count * self.tokenizer_speech_size
+        _require(self.vocab_size == expected,
+                 f"vocab_size {self.vocab_size} != tokenizer_text_size {self.tokenizer_text_size} + "
+                 f"{self.speech_token_count} x tokenizer_speech_size {self.tokenizer_speech_size} = {expected}")
+        if self.tts_adapter_type is not None:
+            _require(self.tts_adapter_type == "qwen3", f"tts_adapter_type must be 'qwen3', got {self.tts_adapter_type!r}")
+            _require(self.tts_adapter_config is not None, "tts_adapter_type is set but tts_adapter_config is missing")
+            dims = parse_adapter_string(self.tts_adapter_config)
+            _require(dims["hidden_size"] == self.hidden_size,
+                     f"TTS-Adapter width {dims['hidden_size']} must equal hidden_size {self.hidden_size}")
+        if self.speech_token_pre_pad is not None:
+            _require(self.speech_token_pre_pad >= 0, "speech_token_pre_pad must be >= 0")
+
+    @property
+    def text_size(self) -> int:
+        return self.tokenizer_text_size
+
+    @property
+    def speech_eos(self) -> int:
+        """Relative id of the per-slot eos (6561 for the S3 codebook)."""
+        return self.tokenizer_speech_size - 2
+
+    @property
+    def speech_pad(self) -> int:
+        return self.tokenizer_speech_size - 1
+
+    @property
+    def delay_rows(self) -> int:
+        """P: all-pad speech rows at the start of every chunk (config value, else 4; spec §2.9)."""
+        return 4 if self.speech_token_pre_pad is None else self.speech_token_pre_pad
+
+    def adapter_config(self) -> DecoderConfig:
+        """The TTS-Adapter layers: the backbone config with the adapter string's overrides."""
+        _require(self.tts_adapter_config is not None, "this SpeechLM has no TTS-Adapter")
+        base = {n: getattr(self, n) for n in DecoderConfig.field_names()}
+        base.update(parse_adapter_string(self.tts_adapter_config))  # type: ignore[arg-type]
+        base["head_dim"] = self.dim_per_head  # inherited: q_proj is H -> n_heads * head_dim
+        base["model_type"] = "qwen3"
+        return DecoderConfig(**base)
+
+
+@dataclass
+class OmniConfig(DecoderConfig):
+    """``model_type: "MGMOmni"``: the Qwen2.5-VL LLM plus audio and vision towers (spec §4.8)."""
+
+    model_type: str = "MGMOmni"
+    attention_bias: bool = True
+    qk_norm: bool = False
+    vocab_size: int = 152064
+    hidden_size: int = 3584
+    intermediate_size: int = 18944
+    num_hidden_layers: int = 28
+    num_attention_heads: int = 28
+    num_key_value_heads: int = 4
+    max_position_embeddings: int = 128000
+    vision_config: dict | None = None
+    mm_vision_tower: str | None = None
+    mm_projector_type: str | None = None
+    mm_hidden_size: int | None = None
+    mm_speech_tower: str | None = None
+    speech_tower_aux: str | None = None
+    mm_speech_projector_type: str | None = "dual_mlp"
+    mm_speech_hidden_size: int = 1280
+    speech_encoder_ds_rate: int = 5
+    speech_encoder_hidden_size: int = 2560
+    speech_norm: bool = False
+    image_aspect_ratio: str | None = "qwen2vl"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.model_type == "MGMOmni", f"OmniConfig needs model_type 'MGMOmni', got {self.model_type!r}")
+        _require(self.speech_encoder_ds_rate >= 1, "speech_encoder_ds_rate must be >= 1")
+        _require(self.speech_encoder_hidden_size > self.mm_speech_hidden_size,
+                 "speech_encoder_hidden_size must be main width + aux width (> mm_speech_hidden_size)")
+
+    @property
+    def aux_hidden_size(self) -> int:
+        return self.speech_encoder_hidden_size - self.mm_speech_hidden_size
+
+
+CONFIG_CLASSES: dict[str, type[JsonConfig]] = {"MGMTTS": SpeechLMConfig, "MGMOmni": OmniConfig}
+
+
+def load_config(path: str | os.PathLike) -> JsonConfig:
+    """Read a ``config.json`` (or a directory holding one) and dispatch on ``model_type``."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "config.json"
+    data = read_json(path)
+    model_type = data.get("model_type") if isinstance(data, dict) else None
+    cls = CONFIG_CLASSES.get(model_type)  # type: ignore[arg-type]
+    if cls is None:
+        raise ConfigError(f"{path}: unsupported model_type {model_type!r} (expected one of {sorted(CONFIG_CLASSES)})")
+    return cls.from_dict(data)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Parse a JSON file, turning I/O and syntax problems into one-line :class:`ConfigError`."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: config file not found") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: invalid JSON ({exc})") from exc
