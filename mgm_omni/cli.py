@@ -1,0 +1,149 @@
+"""``mgm-omni`` command line: thin sub-commands that translate arguments and call the pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from mgm_omni import __version__
+
+DEFAULT_SPEECHLM = "wcy1122/MGM-Omni-TTS-2B-0927"
+DEFAULT_MLLM = "wcy1122/MGM-Omni-7B"
+TINY_MODEL = "tiny-random"
+
+
+class CLIError(RuntimeError):
+    """A user-facing failure: printed as one line, exit status 2."""
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
+                   help="model dtype (default: bfloat16 on cpu for the LM, float32 for the vocoder)")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+
+
+def _add_voice(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ref-audio", default=None, help="reference clip (3-30 s) whose voice to clone")
+    p.add_argument("--ref-text", default=None, help="transcript of the reference clip")
+    p.add_argument("--voice", default=None, help="name of a registered voice (see `mgm-omni voices`)")
+    p.add_argument("--cosyvoice-path", default=None, help="directory with cosyvoice2.yaml, flow.pt, hift.pt")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mgm-omni",
+        description="MGM-Omni: understand text, images, video and long audio; speak long-form, "
+                    "streamed, voice-cloned speech.",
+    )
+    parser.add_argument("--version", action="version", version=f"mgm-omni {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("tts", help="speak text (voice cloning from a reference clip)",
+                       description="Turn text into speech with the SpeechLM, flow matching and a vocoder.")
+    p.add_argument("text", nargs="?", help="text to speak (use --text-file for long text; '-' reads stdin)")
+    p.add_argument("--text-file", default=None, help="read the text from this file")
+    p.add_argument("--model", default=None,
+                   help=f"SpeechLM directory or hub id (default: {DEFAULT_SPEECHLM} if downloaded, "
+                        f"else the built-in '{TINY_MODEL}' model)")
+    p.add_argument("--out", default="outputs/tts.wav", help="output WAV path (default: outputs/tts.wav)")
+    p.add_argument("--temperature", type=float, default=0.3, help="speech sampling temperature (0 = greedy)")
+    p.add_argument("--top-k", type=int, default=50)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--max-rows", type=int, default=8192, help="maximum SpeechLM rows (160 ms each)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stream", action="store_true", help="write audio progressively as it is generated")
+    _add_voice(p)
+    _add_common(p)
+
+    p = sub.add_parser("transcribe", help="transcribe or describe audio with the MLLM",
+                       description="Audio (any length) to text with the dual audio encoder and the MLLM.")
+    p.add_argument("audio", help="audio or video file")
+    p.add_argument("--model", default=DEFAULT_MLLM, help="MLLM directory or hub id")
+    p.add_argument("--prompt", default="Please transcribe the audio.", help="instruction for the MLLM")
+    _add_common(p)
+
+    p = sub.add_parser("chat", help="multi-turn omni chat (text/image/video/audio in; text and speech out)",
+                       description="Chat with the MLLM; replies are spoken by the SpeechLM.")
+    p.add_argument("--model", default=DEFAULT_MLLM, help="MLLM directory or hub id")
+    p.add_argument("--speechlm", default=DEFAULT_SPEECHLM, help="SpeechLM directory or hub id")
+    p.add_argument("--image-file", default=None)
+    p.add_argument("--video-file", default=None)
+    p.add_argument("--audio-file", default=None)
+    p.add_argument("--out", default="outputs/chat.wav", help="WAV of the last spoken reply")
+    p.add_argument("--no-speech", action="store_true", help="text replies only")
+    _add_voice(p)
+    _add_common(p)
+
+    p = sub.add_parser("serve", help="OpenAI-compatible HTTP API (speech, transcriptions, chat, voices)",
+                       description="Serve the models over HTTP. Binds to 127.0.0.1 unless --host is given.")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--model", default=None, help="SpeechLM directory or hub id")
+    p.add_argument("--mllm", default=None, help="MLLM directory or hub id")
+    p.add_argument("--api-key", default=None, help="require this bearer token")
+    _add_common(p)
+
+    p = sub.add_parser("demo", help="web demo (Gradio) on localhost",
+                       description="Browser demo. Binds to 127.0.0.1; no public link unless --share.")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8888)
+    p.add_argument("--share", action="store_true", help="create a public Gradio link (off by default)")
+    _add_common(p)
+
+    p = sub.add_parser("eval", help="score generated speech or transcripts on benchmarks",
+                       description="Long-TTS-Eval, seed-tts-eval and ASR sets: WER/CER, speaker similarity, RTF.")
+    p.add_argument("--data-path", required=False, help="benchmark directory or hub id")
+    p.add_argument("--output-dir", required=False, help="folder holding samples/<split>/<id>.wav")
+    p.add_argument("--split", default=None)
+    _add_common(p)
+
+    p = sub.add_parser("train", help="run a training recipe",
+                       description="Train a stage of the SpeechLM or MLLM from a recipe config.")
+    p.add_argument("recipe", nargs="?", help="recipe name or YAML file")
+    _add_common(p)
+
+    p = sub.add_parser("voices", help="list, add or remove registered reference voices",
+                       description="Manage the voice registry shared by the CLI and the server.")
+    p.add_argument("action", choices=["list", "add", "remove"], nargs="?", default="list")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--audio", default=None, help="reference clip for `add`")
+    p.add_argument("--text", default=None, help="its transcript for `add`")
+    _add_common(p)
+    return parser
+
+
+def _handler(command: str) -> Callable[[argparse.Namespace], int]:
+    from mgm_omni import cli_commands
+
+    return getattr(cli_commands, f"run_{command}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        return _handler(args.command)(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (CLIError, ValueError, RuntimeError, OSError) as exc:
+        if args.verbose:
+            raise
+        print(f"mgm-omni {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
