@@ -31,9 +31,9 @@ def _read_text(args: argparse.Namespace) -> str:
 
 
 def run_tts(args: argparse.Namespace) -> int:
+    text = _read_text(args)  # validate input before loading anything heavy
     from mgm_omni.generation import pipeline
 
-    text = _read_text(args)
     model = args.model or pipeline.default_speechlm()
     if model == TINY_MODEL:
         print(
