@@ -35,6 +35,13 @@ def _loader() -> type[yaml.SafeLoader]:
     class Loader(yaml.SafeLoader):
         pass
 
+    # YAML 1.1 reads "1e-06" (no dot) as a string; HyperPyYAML (ruamel, YAML 1.2) reads a float.
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+        list("-+0123456789"),
+    )
+
     def tagged(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
         kind, _, target = suffix.partition(":")
         if isinstance(node, yaml.MappingNode):
@@ -154,3 +161,25 @@ def strip_tags(node: Any) -> Any:
     if isinstance(node, list):
         return [strip_tags(v) for v in node]
     return node
+
+
+def to_resolved(node: dict) -> dict:
+    """A tagged yaml object as resolved constructor kwargs: ``{"class", "kwargs", <sub-object>: {...}}``.
+
+    Sub-objects (``encoder``, ``decoder``, ``estimator``, ``f0_predictor``) nest under their own key;
+    an ``omegaconf.DictConfig`` (``cfm_params``) becomes a plain kwarg dict.
+    """
+    if not isinstance(node, dict) or "_target_" not in node:
+        raise ConfigError("expected a !new: object")
+    out: dict[str, Any] = {"class": node["_target_"], "kwargs": {}}
+    for key, value in node.items():
+        if key in ("_target_", "_kind_"):
+            continue
+        if isinstance(value, dict) and "_target_" in value:
+            if value["_target_"].endswith("DictConfig"):
+                out["kwargs"][key] = strip_tags(value.get("content", {}))
+            else:
+                out[key] = to_resolved(value)
+        else:
+            out["kwargs"][key] = strip_tags(value)
+    return out

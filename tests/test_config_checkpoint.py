@@ -193,3 +193,17 @@ def test_from_pretrained_offline_names_repo_and_files(tmp_path, monkeypatch):
         resolve_pretrained(local)
     (local / "config.json").write_text("{}")
     assert resolve_pretrained(os.fspath(local)) == local
+
+
+@pytest.mark.parametrize("gdir", golden_params("full_size/cosyvoice2_full.yaml"))
+def test_cosyvoice_yaml_to_resolved_kwargs(gdir):
+    from mgm_omni.cosyvoice_config import to_resolved
+
+    cfg = CosyVoice2Config.from_yaml(gdir / "full_size" / "cosyvoice2_full.yaml")
+    ref = json.loads((gdir / "full_size" / "cosyvoice2_full_config.json").read_text())
+    flow = to_resolved(cfg.flow)
+    assert flow["kwargs"] == ref["flow"]["kwargs"]
+    assert flow["decoder"]["kwargs"] == ref["flow"]["decoder"]["kwargs"]  # cfm_params incl. sigma_min 1e-06
+    assert flow["decoder"]["estimator"] == ref["flow"]["decoder"]["estimator"]
+    assert flow["encoder"]["kwargs"] == ref["flow"]["encoder"]["kwargs"]
+    assert to_resolved(cfg.hift) == ref["hift"]
