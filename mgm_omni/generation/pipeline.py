@@ -25,7 +25,7 @@ from mgm_omni.generation.chunked_decode import DecodeConfig
 from mgm_omni.generation.sampling import SamplingConfig
 from mgm_omni.generation.speech_generate import SpeechGenerator, SpeechRequest
 from mgm_omni.generation.token2wav import ReferencePrompt, StreamSchedule, Token2Wav
-from mgm_omni.generation.tts_assets import find_cosyvoice_dir, frontend_paths, load_token2wav
+from mgm_omni.generation.tts_assets import find_cosyvoice_dir, load_token2wav
 
 log = logging.getLogger(__name__)
 
@@ -153,22 +153,14 @@ class TTSPipeline:
 
 
 def _reference_from_audio(cosy: Path, ref_audio, ref_text: str | None) -> tuple[ReferencePrompt, str]:
-    tokenizer_onnx, campplus_onnx = frontend_paths(cosy)
-    if tokenizer_onnx is None or campplus_onnx is None:
-        raise CheckpointError(
-            f"{cosy}: voice cloning needs speech_tokenizer_v2.onnx and campplus.onnx there (from the SpeechLM "
-            f"repo's cosyvoice2/ folder, e.g. {DEFAULT_SPEECHLM})"
-        )
+    from mgm_omni.audio import load_audio
+    from mgm_omni.generation.reference import build_reference_prompt, load_reference_frontends
+
+    speech_tokenizer, speaker_encoder = load_reference_frontends(cosy)
     if not ref_text:
         raise CheckpointError("pass --ref-text, the transcript of the reference clip")
-    from mgm_omni.audio import load_audio
-    from mgm_omni.generation.reference import build_reference_prompt
-    from mgm_omni.models.speaker import CampPlusOnnx
-    from mgm_omni.models.speech_tokenizer import S3Tokenizer
-
     wave, sr = load_audio(ref_audio, sample_rate=16000)
-    prompt = build_reference_prompt(wave, sr, S3Tokenizer(tokenizer_onnx), CampPlusOnnx(campplus_onnx), text=ref_text)
-    return ReferencePrompt(prompt.tokens, prompt.mel, prompt.xvector), ref_text
+    return build_reference_prompt(wave, sr, speech_tokenizer, speaker_encoder, text=ref_text), ref_text
 
 
 def default_speechlm() -> str:

@@ -18,8 +18,6 @@ from mgm_omni.models.hift import HiFTConfig, HiFTGenerator, load_hift
 
 COSYVOICE_DIR = "cosyvoice2"
 YAML_NAME = "cosyvoice2.yaml"
-SPEECH_TOKENIZER_ONNX = "speech_tokenizer_v2.onnx"
-CAMPPLUS_ONNX = "campplus.onnx"
 
 
 def build_flow(cfg: CosyVoice2Config) -> CausalFlow:
@@ -50,10 +48,3 @@ def load_token2wav(cosyvoice_dir: str | os.PathLike) -> Token2Wav:
     load_into(flow, load_state_dict(path / "flow.pt"))
     hift = load_hift(path / "hift.pt", HiFTConfig.from_resolved(to_resolved(cfg.hift)))
     return Token2Wav(flow, hift)
-
-
-def frontend_paths(cosyvoice_dir: str | os.PathLike) -> tuple[Path | None, Path | None]:
-    """The S3 tokenizer and CAMPPlus ONNX files if present."""
-    path = Path(cosyvoice_dir)
-    tok, spk = path / SPEECH_TOKENIZER_ONNX, path / CAMPPLUS_ONNX
-    return (tok if tok.is_file() else None), (spk if spk.is_file() else None)
