@@ -64,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("audio", help="audio or video file")
     p.add_argument("--model", default=DEFAULT_MLLM, help="MLLM directory or hub id")
     p.add_argument("--prompt", default="Please transcribe the audio.", help="instruction for the MLLM")
+    p.add_argument("--max-new-tokens", type=int, default=4096, help="maximum generated text tokens")
+    p.add_argument("--temperature", type=float, default=0.0, help="text sampling temperature (0 = greedy)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--trim-padding", action="store_true",
+                   help="drop the audio tokens that lie wholly in the last 30 s window's zero padding")
     _add_common(p)
 
     p = sub.add_parser("chat", help="multi-turn omni chat (text/image/video/audio in; text and speech out)",
@@ -75,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audio-file", default=None)
     p.add_argument("--out", default="outputs/chat.wav", help="WAV of the last spoken reply")
     p.add_argument("--no-speech", action="store_true", help="text replies only")
+    p.add_argument("-m", "--message", action="append", default=None,
+                   help="a user turn (repeat for several); without it turns are read from stdin until an empty line")
+    p.add_argument("--temperature", type=float, default=0.3, help="text sampling temperature (0 = greedy)")
+    p.add_argument("--speech-temperature", type=float, default=0.3, help="speech sampling temperature")
+    p.add_argument("--max-new-tokens", type=int, default=4096, help="maximum text tokens per reply")
+    p.add_argument("--max-rows", type=int, default=4096, help="maximum SpeechLM rows (160 ms each) per reply")
+    p.add_argument("--seed", type=int, default=0)
     _add_voice(p)
     _add_common(p)
 
@@ -84,7 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--model", default=None, help="SpeechLM directory or hub id")
     p.add_argument("--mllm", default=None, help="MLLM directory or hub id")
-    p.add_argument("--api-key", default=None, help="require this bearer token")
+    p.add_argument("--api-key", default=None, help="require this bearer token (default: $MGM_OMNI_API_KEY if set)")
+    p.add_argument("--voices-dir", default=None, help="voice registry folder (default: $MGM_OMNI_CACHE/voices)")
+    p.add_argument("--temperature", type=float, default=0.3, help="speech sampling temperature (0 = greedy)")
+    p.add_argument("--max-rows", type=int, default=8192, help="SpeechLM rows per request (160 ms each)")
+    p.add_argument("--max-batch", type=int, default=8, help="requests decoded together")
+    p.add_argument("--max-queue", type=int, default=64, help="waiting requests before 429 queue_full")
+    p.add_argument("--max-input-chars", type=int, default=4096, help="longest text per speech request")
+    p.add_argument("--max-upload-mb", type=float, default=25.0, help="largest request body / upload")
     _add_common(p)
 
     p = sub.add_parser("demo", help="web demo (Gradio) on localhost",
@@ -92,13 +111,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8888)
     p.add_argument("--share", action="store_true", help="create a public Gradio link (off by default)")
+    p.add_argument("--model", default=None, help="SpeechLM directory or hub id")
+    p.add_argument("--mllm", default=None, help="MLLM directory or hub id")
+    p.add_argument("--voices-dir", default=None, help="voice registry folder (default: $MGM_OMNI_CACHE/voices)")
+    p.add_argument("--temperature", type=float, default=0.3, help="speech sampling temperature (0 = greedy)")
+    p.add_argument("--max-rows", type=int, default=8192, help="SpeechLM rows per request (160 ms each)")
+    p.add_argument("--max-batch", type=int, default=8, help="requests decoded together")
+    p.add_argument("--max-queue", type=int, default=64, help="waiting requests before 429 queue_full")
+    p.add_argument("--max-input-chars", type=int, default=4096, help="longest text per speech request")
+    p.add_argument("--max-upload-mb", type=float, default=25.0, help="largest request body / upload")
     _add_common(p)
 
     p = sub.add_parser("eval", help="score generated speech or transcripts on benchmarks",
                        description="Long-TTS-Eval, seed-tts-eval and ASR sets: WER/CER, speaker similarity, RTF.")
-    p.add_argument("--data-path", required=False, help="benchmark directory or hub id")
-    p.add_argument("--output-dir", required=False, help="folder holding samples/<split>/<id>.wav")
-    p.add_argument("--split", default=None)
+    from mgm_omni.eval.options import add_eval_arguments  # light module: argparse only
+
+    add_eval_arguments(p)
     _add_common(p)
 
     p = sub.add_parser("train", help="run a training recipe",

@@ -1,0 +1,317 @@
+"""Omni generation: the MLLM's text streams into the SpeechLM in lock-step (spec §2.7, §4.7).
+
+    chat = OmniChat(mllm, speech=generator, token2wav=t2w, reference=prompt, reference_text="...")
+    for event in chat.ask("What is in this picture?", image="cat.jpg"):
+        if isinstance(event, TextEvent): print(event.text, end="")
+        else: play(event.samples)                      # 24 kHz chunks while the text is still coming
+    chat.last.text, chat.last.audio                    # the whole reply; chat.ask(...) again continues
+
+One loop, two KV caches. Each iteration makes one MLLM decode step (its id joins the SpeechLM text buffer
+unless it is the eos), then one SpeechLM step under the chunk schedule in omni mode: a chunk does not end
+because the buffer is empty while the MLLM runs, ``<|audio_end|>`` only once it has finished and the buffer
+is empty, blank-run limit 10. When the buffer holds nothing to voice yet (e.g. a reply opening with ``**``,
+whose ids are skipped at a chunk start) the SpeechLM step waits for the next MLLM id instead of crashing
+(the official IndexError, spec §2.9 #4). Text and speech sample with separate settings (spec §2.9 #7); MLLM
+ids >= 151665 are masked so they can never collide with SpeechLM-only tokens. Every reply gets a fresh
+SpeechLM context; the MLLM keeps the whole conversation, media included, and re-reads it every turn.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from mgm_omni.generation.chunk_state import ChunkRules, ChunkState, TokenText
+from mgm_omni.generation.chunked_decode import ChunkAbort, DecodeConfig, RowEvent, SpeechResult
+from mgm_omni.generation.mllm import MLLM, SHARED_TEXT_IDS, TextDecodeConfig, TextStep
+from mgm_omni.generation.sampling import mark_seen, sample
+from mgm_omni.generation.speech_prompt import PromptRows, SpecialIds, omni_prompt_rows
+from mgm_omni.generation.speech_runner import SpeechLMRunner
+from mgm_omni.generation.token2wav import ReferencePrompt, StreamSchedule, Token2Wav
+from mgm_omni.generation.token_stream import VocoderTokenStream
+from mgm_omni.models.omni_lm import MediaFeatures, OmniInputError
+from mgm_omni.text import mllm_user_content
+
+SAMPLE_RATE = 24000
+OMNI_MAX_ROWS = 4096  # the official omni CLI and demo: about 10.9 min of speech per reply
+
+
+@dataclass(frozen=True)
+class OmniSettings:
+    """Both tracks' settings; ``None`` takes the model's own (from its ``generation_config.json``), with at
+    most 4096 speech rows per reply as the official omni loop. ``speech.max_new_rows`` bounds the spoken
+    part; the text mask of ids >= 151665 is always applied."""
+
+    text: TextDecodeConfig | None = None
+    speech: DecodeConfig | None = None
+    schedule: StreamSchedule | None = None
+
+
+@dataclass(frozen=True)
+class TextEvent:
+    """A piece of the reply's text (whole characters) and the MLLM id that completed it."""
+
+    text: str
+    token: int
+
+
+@dataclass(frozen=True)
+class AudioEvent:
+    """A chunk of the spoken reply, float32 mono."""
+
+    samples: np.ndarray
+    sample_rate: int = SAMPLE_RATE
+
+
+@dataclass
+class OmniReply:
+    """One reply: text and its ids, SpeechLM rows (with chunk aborts), audio, and timings in seconds."""
+
+    text: str = ""
+    text_ids: list[int] = field(default_factory=list)
+    text_finish: str | None = None
+    speech: SpeechResult | None = None
+    audio: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    waits: int = 0  # iterations where the SpeechLM waited for text
+    first_text_seconds: float | None = None
+    first_audio_seconds: float | None = None
+    seconds: float = 0.0
+
+    @property
+    def tts_error(self) -> bool:
+        return self.speech is not None and self.speech.tts_error
+
+
+class SpeechTrack:
+    """The SpeechLM side of one spoken reply, its text buffer fed live by the MLLM.
+
+    Args:
+        runner: model state (``start``/``step``/``room``/``reset``/``num_slots``, e.g. ``SpeechLMRunner``).
+        prompt: the omni prefill (ends at the assistant ``<|audio_start|>``, empty buffer).
+        ids, token_text, delay_rows: special ids, the SpeechLM tokenizer's text tests, P.
+        config: speech sampling, row limit, seed; ``rules`` default to the omni limits.
+    """
+
+    def __init__(self, runner, prompt: PromptRows, ids: SpecialIds, token_text: TokenText, delay_rows: int,
+                 config: DecodeConfig) -> None:
+        self.runner, self.ids, self.config = runner, ids, config
+        k = runner.num_slots
+        rules = config.rules or ChunkRules.for_slots(k, omni=True)
+        self.state = ChunkState([], ids, rules, token_text, k, text_final=False)
+        self.tokens = VocoderTokenStream(ids, delay_rows)
+        self.result = SpeechResult()
+        self.finished = False
+        self.logits = runner.start([prompt.rows])  # (1, k, S)
+        device = self.logits.device
+        self.generator = (torch.Generator(device=device).manual_seed(config.seed)
+                          if config.seed is not None else None)
+        self.seen = (torch.zeros(k, self.logits.shape[-1], dtype=torch.bool, device=device)
+                     if config.sampling.repetition_penalty != 1.0 else None)
+
+    @classmethod
+    def for_generator(cls, generator, prompt: PromptRows, config: DecodeConfig) -> SpeechTrack:
+        """A track on a :class:`~mgm_omni.generation.speech_generate.SpeechGenerator`'s model and tokenizer."""
+        runner = SpeechLMRunner(generator.model, max_rows=config.max_cache_rows,
+                                initial_rows=config.initial_cache_rows or 512)
+        return cls(runner, prompt, generator.ids, generator.token_text, generator.cfg.delay_rows, config)
+
+    def push_text(self, token: int) -> None:
+        self.state.push_text([token])
+
+    def finish_text(self) -> None:
+        self.state.finish_text()
+
+    def ready(self) -> bool:
+        """A row can be made now (False while waiting for text, and once finished)."""
+        return not self.finished and self.state.ready()
+
+    def step(self) -> list[int]:
+        """Sample and append one row; the vocoder tokens it releases."""
+        size = self.logits.shape[-1]
+        picked = sample(self.logits.reshape(-1, size), self.config.sampling, self.seen, self.generator).tolist()
+        chunk, index = self.state.chunk, len(self.result.rows)
+        res = self.state.next_row(picked)
+        finish = None
+        if self.state.done:
+            finish = "end"
+        elif index + 1 >= self.config.max_new_rows:
+            finish = "max_rows"
+        elif not self.runner.room(0):
+            finish = "cache_full"
+        abort = ChunkAbort(chunk, index, res.abort) if res.abort is not None else None
+        self.result.add(RowEvent(0, index, res.row, res.kind, abort, finish))
+        out = self.tokens.push(res.row)
+        if finish is not None:
+            self.finished = True
+            out += self.tokens.finish()
+            self.result.unspoken = list(self.state.buffer)
+            self.runner.reset()
+            return out
+        row = torch.tensor([res.row], dtype=torch.long)  # (1, 1 + k)
+        if self.seen is not None:
+            mark_seen(self.seen, row[0, 1:].to(self.seen.device))
+        self.logits = self.runner.step(row)
+        return out
+
+
+def lockstep(text_steps: Iterator[TextStep], track: SpeechTrack | None = None, token2wav: Token2Wav | None = None,
+             voice=None, reply: OmniReply | None = None) -> Iterator[TextEvent | AudioEvent]:
+    """Run the MLLM text stream and the speech track together, yielding one ordered event stream.
+
+    Args:
+        text_steps: MLLM decode steps (:func:`~mgm_omni.generation.mllm.text_stream`), one per iteration.
+        track: the SpeechLM side (``None``: text only).
+        token2wav, voice: the renderer and its stream state (``token2wav.start(...)``); ``None``: no audio.
+        reply: filled in as the loop runs (text, ids, speech rows, audio, timings).
+    """
+    reply = reply if reply is not None else OmniReply()
+    start, pieces, chunks = time.perf_counter(), [], []
+    text_running = True
+
+    def audio(samples: np.ndarray) -> AudioEvent:
+        if reply.first_audio_seconds is None:
+            reply.first_audio_seconds = time.perf_counter() - start
+        chunks.append(samples)
+        return AudioEvent(samples)
+
+    while True:
+        if text_running:
+            step = next(text_steps, None)
+            if step is None:  # a source that ends without a final step counts as finished
+                step = TextStep(-1, "", "eos")
+            if step.finish_reason != "eos":
+                reply.text_ids.append(step.token)
+                if track is not None:
+                    track.push_text(step.token)
+            if step.text:
+                if reply.first_text_seconds is None:
+                    reply.first_text_seconds = time.perf_counter() - start
+                pieces.append(step.text)
+                yield TextEvent(step.text, step.token)
+            if step.finished:
+                text_running, reply.text_finish = False, step.finish_reason
+                if track is not None:
+                    track.finish_text()
+        if track is None or track.finished:
+            if not text_running:
+                break
+            continue  # the speech track ended (row limit): the text still completes
+        if not track.ready():
+            reply.waits += 1  # nothing to voice yet: wait for the next MLLM id (spec §2.9 #4)
+            continue
+        tokens = track.step()
+        if token2wav is not None and tokens:
+            for samples in token2wav.push(voice, tokens):
+                yield audio(samples)
+    if token2wav is not None and track is not None:
+        tail = token2wav.flush(voice)
+        if tail.size:
+            yield audio(tail)
+    reply.text = "".join(pieces)
+    reply.speech = track.result if track is not None else None
+    reply.audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    reply.seconds = time.perf_counter() - start
+
+
+@dataclass
+class Turn:
+    role: str
+    content: str
+    media: list[MediaFeatures] = field(default_factory=list)
+
+
+class OmniChat:
+    """A multi-turn conversation with an MLLM whose replies are spoken by a SpeechLM.
+
+    Args:
+        mllm: the understanding model.
+        speech: a :class:`~mgm_omni.generation.speech_generate.SpeechGenerator` (``None``: text replies only).
+        token2wav: renders speech tokens (``None``: rows and tokens only, no audio).
+        reference, reference_text: the voice (flow prompt and its S3 tokens) and its transcript.
+        settings: text and speech settings (default: each model's own, see :class:`OmniSettings`).
+    """
+
+    def __init__(self, mllm: MLLM, speech=None, token2wav: Token2Wav | None = None,
+                 reference: ReferencePrompt | None = None, reference_text: str = "",
+                 settings: OmniSettings | None = None) -> None:
+        self.mllm, self.speech, self.token2wav = mllm, speech, token2wav
+        self.reference, self.reference_text = reference, reference_text
+        settings = settings or OmniSettings()
+        text = settings.text or mllm.config
+        if text.mask_from is None:
+            text = replace(text, mask_from=SHARED_TEXT_IDS)
+        speech_cfg = settings.speech
+        if speech_cfg is None and speech is not None:
+            speech_cfg = replace(speech.config, max_new_rows=min(speech.config.max_new_rows, OMNI_MAX_ROWS))
+        self.settings = replace(settings, text=text, speech=speech_cfg)
+        self.speech_prompt: PromptRows | None = None
+        if speech is not None:
+            if reference is None:
+                raise OmniInputError("a spoken chat needs a reference voice "
+                                     "(its S3 tokens condition the SpeechLM)")
+            # Built once: the voice prompt is the same for every reply, each reply gets a fresh context.
+            self.speech_prompt = omni_prompt_rows(speech.tokenizer, speech.cfg, reference_text,
+                                                  reference.tokens[0].tolist(), speech.prompt_config)
+        self.turns: list[Turn] = []
+        self.last: OmniReply | None = None
+        self.last_prompt = None
+
+    def reset(self) -> None:
+        """Forget the conversation (media included)."""
+        self.turns, self.last, self.last_prompt = [], None, None
+
+    def user_turn(self, text: str = "", audio=None, image=None, video=None) -> Turn:
+        """The user turn for this input: content with placeholders and its encoded media, in placeholder order.
+
+        ``audio``: 16 kHz mono samples or ready ``MediaFeatures``; ``image``/``video``: a path, bytes (a PIL
+        image too for images) or ready features. A video's audio track is heard as audio when the video has
+        one and no separate ``audio`` is given.
+        """
+        if image is not None and video is not None:
+            raise OmniInputError("give an image or a video in one turn, not both")
+        media: list[MediaFeatures] = []
+        if image is not None:
+            media.append(image if isinstance(image, MediaFeatures) else self.mllm.encode_image(image))
+        if video is not None:
+            if isinstance(video, MediaFeatures):
+                media.append(video)
+            else:
+                frames, track = self.mllm.encode_video(video, with_audio=audio is None)
+                media.append(frames)
+                audio = track if track is not None else audio
+        if audio is not None:
+            if not isinstance(audio, MediaFeatures):
+                audio = self.mllm.encode_audio(torch.as_tensor(audio))
+            media.append(audio)
+        content = mllm_user_content(text, image=image is not None, video=video is not None,
+                                    speech=any(m.kind == "audio" for m in media))
+        return Turn("user", content, media)
+
+    def ask(self, text: str = "", audio=None, image=None, video=None, speak: bool = True
+            ) -> Iterator[TextEvent | AudioEvent]:
+        """Add a user turn and stream the reply; ``self.last`` holds it when the stream ends."""
+        user = self.user_turn(text, audio, image, video)
+        turns = self.turns + [user]
+        prompt = self.mllm.prompt([(t.role, t.content) for t in turns], [m for t in turns for m in t.media])
+        self.last_prompt = prompt
+        text_steps = self.mllm.stream(prompt, self.settings.text)
+        track = voice = None
+        if speak and self.speech is not None:
+            track = SpeechTrack.for_generator(self.speech, self.speech_prompt, self.settings.speech)
+            if self.token2wav is not None:
+                voice = self.token2wav.start(self.reference, self.settings.schedule)
+        reply = OmniReply()
+        self.last = reply
+        yield from lockstep(text_steps, track, self.token2wav if voice is not None else None, voice, reply)
+        self.turns = turns + [Turn("assistant", reply.text)]
+
+    def say(self, text: str = "", **kwargs) -> OmniReply:
+        """``ask`` run to completion."""
+        for _ in self.ask(text, **kwargs):
+            pass
+        return self.last
+
