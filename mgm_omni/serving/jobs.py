@@ -1,0 +1,159 @@
+"""One speech request inside the engine: its prompt, its audio as it is rendered, cancellation, timings.
+
+The engine's threads put audio chunks in; the HTTP handler (asyncio) or the web demo (a thread) takes
+them out. Cancelling a job (client gone) is seen by the engine at the next decoded row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mgm_omni.generation.speech_prompt import PromptRows
+from mgm_omni.generation.token2wav import ReferencePrompt
+
+_ids = itertools.count(1)
+
+
+class JobCancelled(RuntimeError):
+    """The job was cancelled before it finished."""
+
+
+@dataclass
+class JobStats:
+    """How a job went (seconds are wall clock from submission)."""
+
+    rows: int = 0
+    tokens: int = 0
+    samples: int = 0
+    finish_reason: str | None = None
+    tts_error: bool = False
+    queued_s: float = 0.0
+    first_audio_s: float | None = None
+    total_s: float = 0.0
+    batch_size: int = 0
+
+
+class SpeechJob:
+    """A text to speak in one voice; iterate ``chunks()`` (threads) or ``achunks()`` (asyncio).
+
+    Args:
+        prompt: the SpeechLM prefill rows and text buffer.
+        voice: the flow prompt of the voice.
+        sample_rate: of the audio chunks.
+        seed: seeds this job's vocoder noise (HiFT draws from torch's global RNG; the engine swaps a
+            per-job RNG state in around each render, so a job's audio does not depend on its neighbours).
+        loop: the event loop of an asyncio consumer, if any.
+    """
+
+    def __init__(self, prompt: PromptRows, voice: ReferencePrompt, sample_rate: int, seed: int = 0,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.id = f"speech-{next(_ids)}"
+        self.prompt, self.voice, self.sample_rate = prompt, voice, sample_rate
+        self.rng_state = torch.Generator().manual_seed(seed).get_state()
+        self.stats = JobStats()
+        self.submitted = time.perf_counter()
+        self._items: collections.deque = collections.deque()
+        self._cond = threading.Condition()
+        self._cancel = threading.Event()
+        self._loop = loop
+        self._wake = asyncio.Event() if loop is not None else None
+        self.done = False
+
+    # ---------------------------------------------------------------- engine side
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def put_audio(self, chunk: np.ndarray) -> None:
+        if chunk.size == 0:
+            return
+        if self.stats.first_audio_s is None:
+            self.stats.first_audio_s = time.perf_counter() - self.submitted
+        self.stats.samples += chunk.shape[0]
+        self._put(chunk)
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """Close the job: the consumer's iteration ends (or raises ``error``)."""
+        if self.done:
+            return
+        self.done = True
+        self.stats.total_s = time.perf_counter() - self.submitted
+        self._put(error if error is not None else StopIteration())
+
+    def _put(self, item) -> None:
+        with self._cond:
+            self._items.append(item)
+            self._cond.notify_all()
+        if self._loop is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._wake.set)
+            except RuntimeError:  # the loop is closed: the consumer is gone
+                self._cancel.set()
+
+    # ---------------------------------------------------------------- consumer side
+
+    def cancel(self) -> None:
+        """Stop working on this job (the client went away); the engine frees its slot at the next row.
+        A finished job stays finished."""
+        if not self.done:
+            self._cancel.set()
+
+    def _pop(self):
+        with self._cond:
+            return self._items.popleft() if self._items else None
+
+    @staticmethod
+    def _unwrap(item):
+        if isinstance(item, StopIteration):
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def chunks(self, timeout: float | None = None) -> Iterator[np.ndarray]:
+        """Blocking iteration over the audio chunks until the job ends."""
+        while True:
+            with self._cond:
+                if not self._items and not self._cond.wait_for(lambda: self._items, timeout):
+                    raise TimeoutError(f"{self.id}: no audio for {timeout} s")
+                item = self._items.popleft()
+            chunk = self._unwrap(item)
+            if chunk is None:
+                return
+            yield chunk
+
+    async def achunks(self) -> AsyncIterator[np.ndarray]:
+        """Asyncio iteration over the audio chunks; cancels the job if the consumer stops early."""
+        if self._wake is None:
+            raise RuntimeError("this job was submitted without an event loop")
+        finished = False
+        try:
+            while True:
+                self._wake.clear()
+                item = self._pop()
+                if item is None:
+                    await self._wake.wait()
+                    continue
+                chunk = self._unwrap(item)
+                if chunk is None:
+                    finished = True
+                    return
+                yield chunk
+        finally:
+            if not finished:
+                self.cancel()
+
+    def audio(self) -> np.ndarray:
+        """Block until done; all the audio as one float32 array."""
+        parts = list(self.chunks())
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)

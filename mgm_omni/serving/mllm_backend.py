@@ -1,0 +1,80 @@
+"""The MGM-Omni MLLM as the server's understanding backend (transcription and text chat).
+
+Requests are served one at a time (a lock): the MLLM decodes one sequence per call, so concurrent
+requests queue here rather than contend for the cores. Chat replies are text; the server speaks them
+with its batched speech engine after the text is complete (not in lock-step with the text, as
+``generation.omni.OmniChat`` can do for a single local user).
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Iterator
+
+import torch
+
+from mgm_omni.serving.backend import ChatDelta, ChatMessage
+
+TRANSCRIBE_PROMPT = "Please transcribe the audio."
+_FINISH = {"eos": "stop", "max_tokens": "length"}
+
+
+class MLLMBackend:
+    """:class:`~mgm_omni.serving.backend.UnderstandingBackend` on a :class:`~mgm_omni.generation.mllm.MLLM`."""
+
+    name = "mgm-omni"
+
+    def __init__(self, mllm) -> None:
+        self.mllm = mllm
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, name: str, device: str = "cpu", dtype: str | None = None) -> MLLMBackend:
+        from mgm_omni.builtin import TINY_NAME
+        from mgm_omni.generation.mllm import MLLM
+        from mgm_omni.omni_builtin import mllm_location
+
+        torch_dtype = getattr(torch, dtype) if dtype else (torch.float32 if name == TINY_NAME else torch.bfloat16)
+        return cls(MLLM.from_pretrained(mllm_location(name), dtype=torch_dtype, device=device))
+
+    def transcribe(self, wave16k: torch.Tensor, language: str | None = None, prompt: str | None = None) -> str:
+        from mgm_omni.text import mllm_user_content
+
+        instruction = prompt or TRANSCRIBE_PROMPT
+        with self._lock, torch.inference_mode():
+            audio = self.mllm.encode_audio(wave16k)
+            p = self.mllm.prompt([("user", mllm_user_content(instruction, speech=True))], [audio])
+            return "".join(step.text for step in self.mllm.stream(p)).strip()
+
+    def chat(self, messages: list[ChatMessage], want_audio: bool) -> Iterator[ChatDelta]:
+        from mgm_omni.generation.omni import OmniChat, TextEvent, Turn
+
+        system = "\n".join(m.text for m in messages if m.role == "system")
+        turns = [m for m in messages if m.role != "system"]
+        if not turns or turns[-1].role != "user":
+            raise ValueError("messages must end with a user message")
+        mllm = self.mllm
+        if system:  # a per-request system prompt: a shallow copy shares the weights
+            mllm = copy.copy(self.mllm)
+            mllm.system_prompt = system
+        with self._lock, torch.inference_mode():
+            chat = OmniChat(mllm)
+            for m in turns[:-1]:
+                chat.turns.append(chat.user_turn(**_media(m)) if m.role == "user" else Turn("assistant", m.text))
+            for event in chat.ask(**_media(turns[-1]), speak=False):
+                if isinstance(event, TextEvent) and event.text:
+                    yield ChatDelta(event.text)
+            yield ChatDelta("", _FINISH.get(chat.last.text_finish or "eos", "stop"))
+
+
+def _media(message: ChatMessage) -> dict:
+    """``OmniChat.user_turn`` arguments of a message: its text and at most one audio, image and video."""
+    out: dict = {"text": message.text}
+    for kind in ("audio", "image", "video"):
+        parts = [p for p in message.parts if p.kind == kind]
+        if len(parts) > 1:
+            raise ValueError(f"at most one {kind} per message")
+        if parts:
+            out[kind] = getattr(parts[0], kind)
+    return out

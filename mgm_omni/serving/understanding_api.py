@@ -1,0 +1,173 @@
+"""``/v1/audio/transcriptions`` and ``/v1/chat/completions``: parse media, call the MLLM backend, and (for
+``modalities: ["text", "audio"]``) speak the reply with the speech engine, streamed as SSE if asked."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+import uuid
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+
+from mgm_omni.serving.audio_codec import encode_audio, to_pcm16
+from mgm_omni.serving.backend import ChatDelta, ChatMessage, ChatPart
+from mgm_omni.serving.errors import invalid, model_not_loaded
+from mgm_omni.serving.http_input import data_url_bytes, decode_audio, decode_base64, decode_image, parse_json
+from mgm_omni.serving.schemas import (
+    TRANSCRIPTION_FORMATS,
+    AudioPart,
+    ChatBody,
+    ImagePart,
+    TextPart,
+    VideoPart,
+)
+from mgm_omni.serving.services import Services
+from mgm_omni.serving.speech_api import get_voice, wait_audio
+
+router = APIRouter()
+_CHAT_FORMATS = {"pcm16": "pcm"}
+
+
+@router.post("/v1/audio/transcriptions")
+async def create_transcription(request: Request):
+    services: Services = request.app.state.services
+    form = await request.form(max_files=1, max_fields=16)
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        raise invalid("file: an audio file is required (multipart/form-data field 'file')", "file", "missing_field")
+    fmt = form.get("response_format") or "json"
+    if fmt not in TRANSCRIPTION_FORMATS:
+        raise invalid(f"response_format must be one of {', '.join(TRANSCRIPTION_FORMATS)}, got {fmt!r}",
+                      "response_format", "unsupported_format")
+    if form.get("stream") in ("true", "True", "1"):
+        raise invalid("stream: streamed transcription is not supported", "stream", "unsupported_value")
+    if services.backend is None:
+        raise model_not_loaded("The MLLM that transcribes audio")
+    data = await upload.read()
+    wave = await asyncio.to_thread(decode_audio, data, services.config.max_audio_seconds, "file")
+    language, prompt = form.get("language") or None, form.get("prompt") or None
+    try:
+        text = await asyncio.to_thread(services.backend.transcribe, wave, language, prompt)
+    except ValueError as exc:
+        raise invalid(f"the MLLM cannot take this input: {exc}", code="invalid_input") from None
+    if fmt == "text":
+        return PlainTextResponse(text)
+    if fmt == "verbose_json":
+        seconds = wave.shape[0] / 16000
+        return {"task": "transcribe", "language": language or "unknown", "duration": seconds, "text": text,
+                "segments": [{"id": 0, "start": 0.0, "end": seconds, "text": text}]}
+    return {"text": text}
+
+
+def parse_messages(body: ChatBody, max_audio_seconds: float) -> list[ChatMessage]:
+    """Request messages -> backend messages with decoded media (bounded)."""
+    out = []
+    for i, msg in enumerate(body.messages):
+        parts: list[ChatPart] = []
+        content = msg.content if isinstance(msg.content, list) else [TextPart(type="text", text=msg.content or "")]
+        for j, part in enumerate(content):
+            where = f"messages.{i}.content.{j}"
+            if isinstance(part, TextPart):
+                parts.append(ChatPart("text", text=part.text))
+            elif isinstance(part, ImagePart):
+                parts.append(ChatPart("image", image=decode_image(data_url_bytes(part.image_url.url, where), where)))
+            elif isinstance(part, AudioPart):
+                raw = decode_base64(part.input_audio.data, where)
+                parts.append(ChatPart("audio", audio=decode_audio(raw, max_audio_seconds, where)))
+            elif isinstance(part, VideoPart):
+                parts.append(ChatPart("video", video=data_url_bytes(part.video_url.url, where)))
+        out.append(ChatMessage("system" if msg.role == "developer" else msg.role, parts))
+    return out
+
+
+@router.post("/v1/chat/completions")
+async def create_chat(request: Request):
+    services: Services = request.app.state.services
+    body: ChatBody = await parse_json(request, ChatBody)
+    voice = None
+    if body.wants_audio:
+        if body.audio is None:
+            raise invalid('audio: {"voice", "format"} is required when modalities include "audio"', "audio")
+        if body.stream and body.audio.format != "pcm16":
+            raise invalid("audio.format must be pcm16 when streaming", "audio.format", "unsupported_format")
+        voice = get_voice(services, body.audio.voice, "audio.voice")
+    if services.backend is None:
+        raise model_not_loaded("The MLLM that answers chat")
+    messages = await asyncio.to_thread(parse_messages, body, services.config.max_audio_seconds)
+    meta = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()),
+            "model": body.model or services.config.mllm_name}
+    deltas = _backend_deltas(services, messages, body.wants_audio)
+    try:  # the first piece comes before any response, so bad input is still a clean 400
+        first = await deltas.__anext__()
+    except StopAsyncIteration:
+        first = ChatDelta("", "stop")
+    deltas = _prepend(first, deltas)
+    if body.stream:
+        return StreamingResponse(_chat_sse(services, deltas, voice, meta), media_type="text/event-stream")
+    text, finish = "", "stop"
+    async for delta in deltas:
+        text += delta.text
+        finish = delta.finish_reason or finish
+    message: dict = {"role": "assistant", "content": text}
+    if voice is not None:
+        job = services.speak(text, voice, loop=asyncio.get_running_loop())
+        audio = await wait_audio(job, request)
+        services.metrics.observe_job(job.stats, services.sample_rate)
+        fmt = _CHAT_FORMATS.get(body.audio.format, body.audio.format)
+        message = {"role": "assistant", "content": None, "audio": {
+            "id": f"audio_{job.id}", "expires_at": meta["created"] + 3600, "transcript": text,
+            "data": base64.b64encode(encode_audio(audio, services.sample_rate, fmt)).decode()}}
+    return JSONResponse({**meta, "object": "chat.completion", "choices": [
+        {"index": 0, "message": message, "finish_reason": finish}]})
+
+
+async def _backend_deltas(services: Services, messages: list[ChatMessage], want_audio: bool):
+    """The backend's (blocking) reply iterator, driven from a thread, as an async iterator."""
+    it = services.backend.chat(messages, want_audio)
+    done = object()
+    while True:
+        try:
+            delta = await asyncio.to_thread(next, it, done)
+        except ValueError as exc:  # the MLLM refused the input (e.g. two images in one message)
+            raise invalid(f"the MLLM cannot take this input: {exc}", code="invalid_input") from None
+        if delta is done:
+            return
+        yield delta
+
+
+async def _prepend(first: ChatDelta, rest):
+    yield first
+    async for delta in rest:
+        yield delta
+
+
+async def _chat_sse(services: Services, deltas, voice, meta: dict):
+    def chunk(delta: dict, finish: str | None = None) -> str:
+        payload = {**meta, "object": "chat.completion.chunk",
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return f"data: {json.dumps(payload)}\n\n"
+
+    yield chunk({"role": "assistant", "content": ""})
+    text, finish = "", "stop"
+    async for d in deltas:
+        d: ChatDelta
+        finish = d.finish_reason or finish
+        if d.text:
+            text += d.text
+            yield chunk({"audio": {"transcript": d.text}} if voice is not None else {"content": d.text})
+    if voice is not None and text.strip():
+        job = services.speak(text, voice, loop=asyncio.get_running_loop())
+        audio_id = f"audio_{job.id}"
+        try:
+            async for samples in job.achunks():
+                data = base64.b64encode(to_pcm16(samples).tobytes()).decode()
+                yield chunk({"audio": {"id": audio_id, "data": data}})
+        finally:
+            services.metrics.observe_job(job.stats, services.sample_rate)
+        yield chunk({"audio": {"id": audio_id, "expires_at": meta["created"] + 3600}})
+    yield chunk({}, finish)
+    yield "data: [DONE]\n\n"
+
