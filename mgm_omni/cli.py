@@ -30,6 +30,7 @@ def _add_voice(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ref-audio", default=None, help="reference clip (3-30 s) whose voice to clone")
     p.add_argument("--ref-text", default=None, help="transcript of the reference clip")
     p.add_argument("--voice", default=None, help="name of a registered voice (see `mgm-omni voices`)")
+    p.add_argument("--voices-dir", default=None, help="voice registry folder (default: $MGM_OMNI_CACHE/voices)")
     p.add_argument("--cosyvoice-path", default=None, help="directory with cosyvoice2.yaml, flow.pt, hift.pt")
 
 
@@ -138,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Manage the voice registry shared by the CLI and the server.")
     p.add_argument("action", choices=["list", "add", "remove"], nargs="?", default="list")
     p.add_argument("name", nargs="?")
+    p.add_argument("--model", default=None, help="SpeechLM whose front-end computes the voice (default as `tts`)")
+    p.add_argument("--voices-dir", default=None, help="voice registry folder (default: $MGM_OMNI_CACHE/voices)")
     p.add_argument("--audio", default=None, help="reference clip for `add`")
     p.add_argument("--text", default=None, help="its transcript for `add`")
     _add_common(p)

@@ -42,8 +42,19 @@ def run_tts(args: argparse.Namespace) -> int:
             "an MGM-Omni-TTS checkpoint directory for real speech.",
             file=sys.stderr,
         )
+    reference = None
+    if args.voice:
+        if args.ref_audio:
+            raise CLIError("pass either --voice or --ref-audio, not both")
+        from mgm_omni.serving.voices import VoiceError
+
+        try:
+            voice = _registry(model, args.voices_dir).get(args.voice)
+        except VoiceError as exc:
+            raise CLIError(str(exc)) from None
+        reference = (voice.prompt, voice.text)
     result = pipeline.synthesize_to_file(
-        text, args.out, model=model, ref_audio=args.ref_audio, ref_text=args.ref_text,
+        text, args.out, model=model, ref_audio=args.ref_audio, ref_text=args.ref_text, reference=reference,
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, max_rows=args.max_rows,
         seed=args.seed, device=args.device, dtype=args.dtype, cosyvoice_path=args.cosyvoice_path,
     )
@@ -213,5 +224,35 @@ def run_train(args: argparse.Namespace) -> int:
     return _not_yet("`train` (training recipes)")
 
 
+def _registry(model: str | None, voices_dir: str | None):
+    from mgm_omni.builtin import cache_root
+    from mgm_omni.generation import pipeline
+    from mgm_omni.serving.services import voice_registry
+
+    return voice_registry(model or pipeline.default_speechlm(), Path(voices_dir) if voices_dir else cache_root() / "voices")
+
+
 def run_voices(args: argparse.Namespace) -> int:
-    return _not_yet("`voices` (the voice registry)")
+    from mgm_omni.serving.voices import VoiceError
+
+    registry = _registry(args.model, args.voices_dir)
+    try:
+        if args.action == "list":
+            for voice in registry.list():
+                info = voice.info()
+                kind = "preset" if info.get("preset") else "stored"
+                print(f"{voice.name:20s} {kind:6s} {info.get('seconds') or 0:6.2f} s  {voice.text[:60]}")
+        elif args.action == "add":
+            if not args.name or not args.audio:
+                raise CLIError("usage: mgm-omni voices add NAME --audio CLIP [--text TRANSCRIPT]")
+            data = Path(args.audio).read_bytes()
+            voice = registry.add(args.name, data, args.text)
+            print(f"added {voice.name!r}: {voice.seconds} s, {voice.prompt.n_tokens} reference tokens")
+        else:
+            if not args.name:
+                raise CLIError("usage: mgm-omni voices remove NAME")
+            registry.remove(args.name)
+            print(f"removed {args.name!r}")
+    except VoiceError as exc:
+        raise CLIError(str(exc)) from None
+    return 0

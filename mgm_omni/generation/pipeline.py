@@ -87,7 +87,13 @@ class TTSPipeline:
     def load(cls, model: str | os.PathLike = TINY_NAME, ref_audio: str | os.PathLike | None = None,
              ref_text: str | None = None, cosyvoice_path: str | os.PathLike | None = None,
              dtype: str | None = None, device: str = "cpu", temperature: float = 0.3, top_k: int = 50,
-             top_p: float = 1.0, max_rows: int = 8192, seed: int | None = 0) -> TTSPipeline:
+             top_p: float = 1.0, max_rows: int = 8192, seed: int | None = 0,
+             reference: tuple[ReferencePrompt, str] | None = None) -> TTSPipeline:
+        """Load a SpeechLM directory (or hub id, or ``tiny-random``) with its speech decoder.
+
+        The voice is ``reference`` (a prompt and its transcript, e.g. a registered voice), else the clip
+        ``ref_audio`` with ``ref_text``, else (tiny model only) a built-in synthetic reference.
+        """
         tiny = str(model) == TINY_NAME
         root = ensure_tiny_random() if tiny else resolve_pretrained(
             model, allow_patterns=["*.json", "*.safetensors", "*.txt", "cosyvoice2/*"])
@@ -97,7 +103,9 @@ class TTSPipeline:
         generator = SpeechGenerator.from_pretrained(root, dtype=torch_dtype, device=device, config=config)
         cosy = find_cosyvoice_dir(root, cosyvoice_path)
         token2wav = load_token2wav(cosy)
-        if ref_audio is None:
+        if reference is not None:
+            reference, reference_text = reference
+        elif ref_audio is None:
             if not tiny:
                 raise CheckpointError("pass --ref-audio (a 3-30 s clip of the voice to clone) with a real model")
             reference, reference_text = builtin_reference()

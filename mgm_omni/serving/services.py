@@ -54,18 +54,11 @@ class Services:
             log.warning("serving the built-in tiny RANDOM model: its audio is noise-like, not speech")
             pipe = TTSPipeline.load(model, temperature=temperature, max_rows=config.max_rows, seed=config.seed,
                                     device=device, dtype=dtype)
-            frontend = TinyFallbackFrontend()
-            ref, text = builtin_reference()
-            presets = bundled_presets(frontend, default=lambda: Voice(
-                "default", text, ref, preset=True, description="the built-in tiny model's reference"))
         else:
             preset = PRESET_DIR / "slt.flac"
             pipe = TTSPipeline.load(model, ref_audio=preset, ref_text=_preset_text("slt"), temperature=temperature,
                                     max_rows=config.max_rows, seed=config.seed, device=device, dtype=dtype)
-            # the pipeline just built the preset's prompt with the official front-ends, so they exist
-            frontend = OfficialFrontend(find_cosyvoice_dir(_model_root(model)))
-            presets = bundled_presets(frontend)
-        voices = VoiceRegistry(config.voices_dir, frontend, presets)
+        voices = voice_registry(model, config.voices_dir)
         engine = SpeechEngine(pipe.generator, pipe.token2wav, max_batch=config.max_batch, max_queue=config.max_queue,
                               batch_window_s=config.batch_window_s)
         metrics = ServerMetrics(lambda: engine.queued, lambda: len(engine.running))
@@ -92,6 +85,22 @@ class Services:
 
     def close(self) -> None:
         self.engine.stop()
+
+
+def voice_registry(model: str, voices_dir) -> VoiceRegistry:
+    """The voice registry of a SpeechLM: presets plus stored uploads, with the model's front-end.
+
+    The built-in tiny model uses the documented stand-in front-end; a real model its official ONNX ones.
+    """
+    if model == TINY_NAME:
+        frontend = TinyFallbackFrontend()
+        ref, text = builtin_reference()
+        presets = bundled_presets(frontend, default=lambda: Voice(
+            "default", text, ref, preset=True, description="the built-in tiny model's reference"))
+    else:
+        frontend = OfficialFrontend(find_cosyvoice_dir(_model_root(model)))
+        presets = bundled_presets(frontend)
+    return VoiceRegistry(voices_dir, frontend, presets)
 
 
 def _preset_text(name: str) -> str:
