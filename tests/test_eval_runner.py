@@ -235,3 +235,25 @@ def test_cli_eval_runs_and_reports_bad_judge(tmp_path, capsys):
     assert err.startswith("mgm-omni eval: error: unknown judge 'nonsense'") and "\n" not in err
     assert cli_main(["eval", "--data-path", str(data)]) == 2
     assert "--output-dir is required" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # the random brain rambles until its token limit: ~2-3 min on 2 cores
+def test_asr_task_with_the_real_tiny_brain(tmp_path, monkeypatch):
+    """The harness scores the MLLM's own transcripts (tiny random brain: the text is gibberish, so the
+    check is that the runner's transcript equals a direct call of the backend)."""
+    monkeypatch.setenv("MGM_OMNI_CACHE", str(tmp_path / "cache"))
+    chapter = tmp_path / "test-clean" / "61" / "70968"
+    chapter.mkdir(parents=True)
+    (chapter / "61-70968.trans.txt").write_text("61-70968-0000 THE BIRCH CANOE SLID\n")
+    sf.write(chapter / "61-70968-0000.flac", _tone(0.5), 16000)
+    judge = get_judge("mgm-omni:tiny-random")
+    opts = EvalOptions(data_path=str(tmp_path / "test-clean"), output_dir=str(tmp_path / "asr"), task="asr",
+                       score=ScoreConfig(judge="mgm-omni:tiny-random"), plots=False)
+    s = run(opts, Scorer(opts.score, judge=judge))["splits"]["test-clean"]
+    assert s["n_scored"] == 1 and s["judges"] == ["mgm-omni:tiny-random"]
+    item = json.loads(next((tmp_path / "asr" / "eval" / "test-clean" / "items").glob("*.json")).read_text())
+    import torch
+
+    direct = judge.backend.transcribe(torch.from_numpy(_tone(0.5).astype("float32")), "en").strip()
+    # the item keeps the judge's transcript (possibly cut by the loop guard): a prefix of the direct call
+    assert item["transcription"] and direct.startswith(item["transcription"][:40])
