@@ -1,0 +1,382 @@
+"""Chunk-Based Parallel Decoding: golden parity with the official decode, two-path agreement (batched vs
+alone, streamed vs final, k = 4 vs k = 1), the chunk state machine, the vocoder token stream, stop
+rules, retries, the cache bound and bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+
+import pytest
+import torch
+from golden import golden_params
+from safetensors.torch import load_file
+
+from mgm_omni.generation.chunk_state import AbortCause, ChunkRules, ChunkState, RowKind, TokenText
+from mgm_omni.generation.chunked_decode import ChunkedDecoder, DecodeConfig, RetryPolicy
+from mgm_omni.generation.sampling import SamplingConfig
+from mgm_omni.generation.speech_generate import SpeechGenerator, SpeechRequest
+from mgm_omni.generation.speech_prompt import PromptRows, SpecialIds, SpeechPromptError
+from mgm_omni.generation.speech_runner import SpeechLMRunner
+from mgm_omni.generation.token_stream import official_vocoder_tokens, vocoder_tokens
+from mgm_omni.models.speech_lm import SpeechLM
+from mgm_omni.text import Tokenizer
+
+MARK = "speechlm/MGM-Omni-TTS-tiny/config.json"
+RUNS = [f"{c}__{p}" for c in ("base", "eos_variant") for p in ("en_markdown", "zh", "en_hardcap")]
+GREEDY = DecodeConfig(sampling=SamplingConfig(temperature=0.0))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny models gain nothing from intra-op threads; on a busy 2-core machine OpenMP spinning slows
+    # every decode step ~10x.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module", params=golden_params(MARK))
+def golden(request):
+    """(root, {checkpoint: SpeechGenerator}) for the official tiny checkpoint and its eos variant."""
+    root = request.param / "speechlm"
+    ckpt = root / "MGM-Omni-TTS-tiny"
+    tokenizer = Tokenizer.from_dir(ckpt)
+    base = SpeechLM.from_pretrained(ckpt)
+    variant = SpeechLM.from_pretrained(ckpt)
+    patch = load_file(str(root / "eos_variant_rows.safetensors"))  # the README's recipe: overwrite 4 rows
+    with torch.no_grad():
+        variant.model.embed_tokens.weight[patch["row_ids"].long()] = patch["rows"].float()
+    gens = {name: SpeechGenerator(m, tokenizer, GREEDY) for name, m in (("base", base), ("eos_variant", variant))}
+    return root, gens
+
+
+def _run(root, name):
+    d = json.loads((root / "decode" / f"{name}.json").read_text())
+    return d, SpeechRequest(d["target_text"], d["text_refer"], d["ref_tokens"])
+
+
+@pytest.mark.parametrize("name", RUNS)
+def test_greedy_decode_reproduces_official(golden, name):
+    root, gens = golden
+    d, req = _run(root, name)
+    gen = gens[d["checkpoint"]]
+    prompt = gen.prompt(req)
+    assert prompt.rows.tolist() == d["prefill_rows_full"][: d["prefill_len"]]
+    assert prompt.buffer == d["text_tokens_buffer"]
+    out = gen.generate(req)
+    ref = [tuple(r) for r in d["rows"]]
+    assert len(out.rows) == len(ref) and out.finish_reason == "end"
+    assert out.rows[:-1] == ref[:-1]  # every row, text and speech, up to the END row
+    # END row: same eos text id; speech forced to pad instead of the official's sampled ids (spec §2.9 #5)
+    assert out.rows[-1] == (ref[-1][0],) + (6562,) * 4 and out.kinds[-1] is RowKind.END
+    assert out.tts_error == d["tts_error"]
+    if out.tts_error:  # with random weights every chunk ends through the step cap
+        assert {a.cause for a in out.aborts} == {AbortCause.STEP_CAP}
+        assert len(out.aborts) == sum(1 for k in out.kinds if k is RowKind.CLOSE)
+    # The official token2audio (pre_pad 1) on these rows gives the golden vocoder stream exactly ...
+    assert gen.vocoder_tokens(out.rows, official_compat=True) == d["vocoder_tokens"]
+    # ... ours drops the 4 trained delay rows per chunk instead of 1: 3 rows (12 tokens) fewer per chunk.
+    n_chunks = sum(1 for k in out.kinds if k is RowKind.SEP)
+    assert out.tokens == official_vocoder_tokens(out.rows, gen.ids, pre_pad=4)
+    assert len(out.tokens) == len(d["vocoder_tokens"]) - 12 * n_chunks
+    assert all(0 <= t < 6561 for t in out.tokens)
+
+
+def test_batched_equals_one_by_one(golden):
+    """Three requests of different prompt lengths in one batch, each with its own chunk schedule, give
+    the rows each gives alone (here: the official golden rows)."""
+    root, gens = golden
+    runs = [_run(root, f"eos_variant__{p}") for p in ("en_markdown", "zh", "en_hardcap")]
+    outs = gens["eos_variant"].generate([req for _, req in runs])
+    assert len({len(o.rows) for o in outs}) == 3  # they finish at different steps
+    for (d, _), out in zip(runs, outs):
+        assert out.rows[:-1] == [tuple(r) for r in d["rows"][:-1]]
+        assert out.tts_error == d["tts_error"] is False
+
+
+def test_batched_base_model_with_row_limit(golden):
+    root, gens = golden
+    reqs = [_run(root, f"base__{p}")[1] for p in ("zh", "en_markdown")]
+    limited = gens["base"].with_config(max_new_rows=130)
+    outs = limited.generate(reqs)
+    for (d, _), out in zip([_run(root, f"base__{p}") for p in ("zh", "en_markdown")], outs):
+        assert out.finish_reason == "max_rows" and len(out.rows) == 130
+        assert out.rows == [tuple(r) for r in d["rows"][:130]]
+        voiced = [r[0] for r, k in zip(out.rows, out.kinds) if k is RowKind.TEXT]
+        assert voiced + out.unspoken == d["text_tokens_buffer"]
+
+
+def test_streamed_rows_equal_final_rows(golden):
+    root, gens = golden
+    gen = gens["eos_variant"]
+    reqs = [_run(root, "eos_variant__zh")[1], _run(root, "eos_variant__en_markdown")[1]]
+    finals = gen.generate(reqs)
+    seen_rows, seen_tokens, order = {0: [], 1: []}, {0: [], 1: []}, []
+    first_token_at = None
+    for i, item in enumerate(gen.stream(reqs)):
+        seen_rows[item.event.request].append(item.event.row)
+        seen_tokens[item.event.request] += item.tokens
+        order.append(item.event.request)
+        if item.tokens and first_token_at is None:
+            first_token_at = i
+    for r in (0, 1):
+        assert seen_rows[r] == finals[r].rows
+        assert seen_tokens[r] == finals[r].tokens  # streaming extraction == offline extraction
+    assert order[:4] == [0, 1, 0, 1]  # rows of the two requests interleave as they are decoded
+    assert first_token_at is not None and first_token_at < 20  # the vocoder can start long before the end
+
+
+def test_cache_growth_and_bound(golden):
+    root, gens = golden
+    d, req = _run(root, "eos_variant__en_markdown")
+    gen = gens["eos_variant"]
+    grown = gen.with_config(initial_cache_rows=8).generate(req)  # caches double 5 times on the way
+    assert grown.rows[:-1] == [tuple(r) for r in d["rows"][:-1]]
+    bound = d["prefill_len"] + 40
+    out = gen.with_config(max_cache_rows=bound).generate(req)
+    assert out.finish_reason == "cache_full"
+    assert len(out.rows) == bound - d["prefill_len"] + 1  # the last row is returned but never cached
+    assert out.rows == [tuple(r) for r in d["rows"][: len(out.rows)]]
+    voiced = [r[0] for r, k in zip(out.rows, out.kinds) if k is RowKind.TEXT]
+    assert voiced + out.unspoken == d["text_tokens_buffer"]  # the caller can continue from here
+
+
+def test_retry_policy_records_attempts(golden):
+    root, gens = golden
+    _, req = _run(root, "base__en_markdown")
+    gen = gens["base"].with_config(sampling=SamplingConfig(temperature=0.2), seed=7)
+    short = SpeechRequest("Hello world.", req.reference_text, req.reference_tokens)
+    out = gen.generate_with_retry(short, RetryPolicy(max_attempts=3))
+    assert [a["temperature"] for a in out.attempts] == pytest.approx([0.2, 0.3, 0.4])  # never a jump to 1.0
+    assert out.tts_error and all(a["tts_error"] for a in out.attempts)  # random weights: never recovers
+    assert out.cause in (AbortCause.STEP_CAP, AbortCause.BLANK_RUN)
+    assert RetryPolicy(max_attempts=12).temperature(11, 0.3) == 1.0
+    assert RetryPolicy(3, temperatures=(0.5, 0.7)).temperature(2, 0.3) == 0.7
+
+
+def test_sampled_decode_is_seeded(golden):
+    root, gens = golden
+    _, req = _run(root, "eos_variant__zh")
+    gen = gens["eos_variant"].with_config(sampling=SamplingConfig(temperature=0.8, top_k=20, top_p=0.9), seed=3)
+    a, b = gen.generate(req), gen.generate(req)
+    assert a.rows == b.rows
+    c = gen.with_config(seed=4).generate(req)
+    assert a.rows != c.rows
+
+
+def test_bad_input(golden, caplog):
+    root, gens = golden
+    gen = gens["eos_variant"]
+    _, req = _run(root, "eos_variant__en_markdown")
+    ref = dict(reference_text=req.reference_text, reference_tokens=req.reference_tokens)
+    with pytest.raises(SpeechPromptError, match="empty"):
+        gen.generate(SpeechRequest("", **ref))
+    with pytest.raises(SpeechPromptError, match="nothing to speak"):
+        gen.generate(SpeechRequest("**\n\n## ** \n", **ref))
+    with pytest.raises(SpeechPromptError, match="control token"):
+        gen.generate(SpeechRequest("one<|audio_sep|>two", **ref))
+    for bad in ([1, 2, 6561, 3], [1, -4, 2, 3], [1.5, 2, 3, 4], [1, 2]):
+        with pytest.raises(SpeechPromptError, match="reference"):
+            gen.generate(SpeechRequest("Hello.", req.reference_text, bad))
+    # Only punctuation is voiced normally (one chunk, the model decides what it sounds like).
+    out = gen.generate(SpeechRequest("?!...", **ref))
+    assert out.finish_reason == "end" and [k for k in out.kinds if k is RowKind.TEXT]
+    # A transcript longer than the reference audio: warned about, cut to the speech block (as official).
+    with caplog.at_level(logging.WARNING):
+        prompt = gen.prompt(SpeechRequest("Hello.", "word " * 200, req.reference_tokens))
+    assert "transcript" in caplog.text
+    assert prompt.block[1] - prompt.block[0] == 4 + len(req.reference_tokens) // 4 + 1
+    # 1 MB of text: accepted and decoded chunk by chunk; here cut by the row limit, the rest is returned.
+    big = ("The cat sat on the mat. " * 44000)[:1_000_000]
+    out = gen.with_config(max_new_rows=60).generate(SpeechRequest(big, **ref))
+    assert out.finish_reason == "max_rows" and len(out.unspoken) > 200_000
+
+
+# ---------------------------------------------------------------------------------------------------
+# The chunk state machine on its own, with a toy tokenizer.
+
+class ToyTokenizer:
+    """ids 0..9 are words, 10 is '.', 11 is '**', 12 is '\\n\\n', 13 is ' '."""
+
+    pad_token_id, eos_token_id = 20, 21
+
+    def decode(self, ids):
+        return "".join({10: ".", 11: "**", 12: "\n\n", 13: " "}.get(i, f" w{i}") for i in ids)
+
+
+TOY = SpecialIds(pad_text=20, eos_text=21, audio_start=22, audio_end=23, audio_sep=24, speech_eos=6561,
+                 speech_pad=6562)
+
+
+def _drive(buffer, sampled, rules=ChunkRules(), k=4):
+    state = ChunkState(buffer, TOY, rules, TokenText(ToyTokenizer()), k)
+    out = []
+    while not state.done:
+        out.append(state.next_row(sampled(len(out), state)))
+    return out
+
+
+def test_state_machine_chunks_skipping_and_end():
+    rules = ChunkRules(sentence_min_text=2, max_text=4)
+    eos = lambda i, s: [6561] * 4 if s.phase.value == "pad" else [5, 6, 7, 8]  # noqa: E731
+    buffer = [1, 2, 10, 3, 4, 5, 6, 7, 11, 12, 13, 8, 9, 10, 11, 13]
+    res = _drive(buffer, eos, rules)
+    text = [r.row[0] for r in res]
+    # chunk 1 ends at '.' after > 2 ids; chunk 2 at the hard cap of 4 (> 4: 5 ids); chunk 3 skips the
+    # leading '**', '\n\n', ' ' and voices 8 9 '.'; the trailing '** ' is only markdown: audio_end.
+    assert text == [1, 2, 10, 20, 24, 3, 4, 5, 6, 7, 20, 24, 8, 9, 10, 20, 23, 21]
+    kinds = [r.kind for r in res]
+    assert kinds.count(RowKind.CLOSE) == 3 and kinds[-2:] == [RowKind.SEP, RowKind.END]
+    assert res[-1].row[1:] == (6562,) * 4 and res[-2].row[1:] == (6562,) * 4
+    assert all(r.abort is None for r in res)
+
+
+def test_state_machine_blank_run_and_step_cap():
+    blank = [1707, 1788, 1950, 5]  # 3 of 4 blank codes: a blank row
+    res = _drive([1, 2, 3], lambda i, s: blank)  # blank from the first row: PAD exits once the run > 8
+    close = next(r for r in res if r.kind is RowKind.CLOSE)
+    assert close.abort is AbortCause.BLANK_RUN and res.index(close) == 8  # rows 0..8: a run of 9
+    res = _drive([1, 2], lambda i, s: [5, 6, 7, 8])  # never eos: the step cap n_steps > 8 * n_text ends it
+    close = next(r for r in res if r.kind is RowKind.CLOSE)
+    assert close.abort is AbortCause.STEP_CAP and res.index(close) == 17
+
+
+def test_rules_rescale_with_k():
+    assert ChunkRules.for_slots(4) == ChunkRules()
+    one = ChunkRules.for_slots(1)
+    assert (one.blank_run_limit, one.step_cap_factor, one.blank_min_slots) == (32, 32, 1)
+    assert ChunkRules.for_slots(4, omni=True).blank_run_limit == 10
+
+
+# ---------------------------------------------------------------------------------------------------
+# k = 4 versus k = 1 on a scripted model that speaks a fixed 25 Hz script.
+
+def _code(t: int, j: int) -> int:
+    return (t * 37 + j * 11) % 1700  # below every blank code (the smallest is 1707)
+
+
+class ScriptedRunner:
+    """A stand-in for the SpeechLM: every text id it has seen in the current chunk contributes the
+    4 codes ``_code(t, 0..3)`` to the chunk's 25 Hz script; it speaks the script k codes per row after
+    P all-pad delay rows, then eos. Speech never overtakes the text (4 codes per text id >= k), so
+    with the same text the k = 4 and k = 1 engines must produce the same token stream."""
+
+    def __init__(self, k: int, delay: int = 4, size: int = 6563) -> None:
+        self.num_slots, self.delay, self.size = k, delay, size
+        self.initial_rows = self.max_rows = None
+
+    def _logits(self, seq) -> torch.Tensor:
+        k, r = self.num_slots, seq["row"]
+        script = [_code(t, j) for t in seq["text"] for j in range(4)]
+        at = (r - self.delay) * k
+        target = [6562] * k if r < self.delay else [script[at + i] if at + i < len(script) else 6561
+                                                      for i in range(k)]
+        out = torch.zeros(k, self.size)
+        out[torch.arange(k), torch.tensor(target)] = 10.0
+        return out
+
+    def start(self, prompts):
+        self.seqs = [{"text": [], "row": 0} for _ in prompts]
+        return torch.stack([self._logits(s) for s in self.seqs])
+
+    def step(self, rows):
+        for seq, row in zip(self.seqs, rows.tolist()):
+            if row[0] in (TOY.audio_sep, TOY.audio_end):
+                seq["text"], seq["row"] = [], 0
+                continue
+            if row[0] < 20:
+                seq["text"].append(row[0])
+            seq["row"] += 1
+        return torch.stack([self._logits(s) for s in self.seqs])
+
+    def keep(self, index):
+        self.seqs = [self.seqs[i] for i in index]
+
+    def room(self, index):
+        return True
+
+    def reset(self):
+        pass
+
+
+def test_k4_and_k1_engines_agree_on_the_token_stream():
+    texts = [[1, 2, 3, 10, 4, 5, 6, 7, 8, 9, 10, 11, 13, 2, 4, 6, 10], [3, 3, 4, 4, 10]]
+    prompts = [PromptRows(torch.zeros(5, 5, dtype=torch.long), t) for t in texts]
+    rules = {k: dataclasses.replace(ChunkRules.for_slots(k), sentence_min_text=3, max_text=6) for k in (4, 1)}
+    outs = {}
+    for k in (4, 1):
+        dec = ChunkedDecoder(ScriptedRunner(k), TOY, TokenText(ToyTokenizer()), DecodeConfig(
+            sampling=SamplingConfig(temperature=0.0), rules=rules[k]))
+        outs[k] = dec.generate([PromptRows(p.rows[:, : k + 1], p.buffer) for p in prompts])
+    for i, text in enumerate(texts):
+        r4, r1 = outs[4][i], outs[1][i]
+        assert not r4.tts_error and not r1.tts_error
+        voiced = [r[0] for r, kd in zip(r4.rows, r4.kinds) if kd is RowKind.TEXT]
+        assert voiced == [t for t in text if t not in (11, 13)]  # markdown skipped at the chunk start
+        expected = [_code(t, j) for t in voiced for j in range(4)]
+        assert vocoder_tokens(r4.rows, TOY, 4) == expected
+        assert vocoder_tokens(r1.rows, TOY, 4) == expected
+        # k = 1 needs 4x the speech rows for the same audio (less overall: text, eos and SEP rows are shared)
+        n_chunks = r4.kinds.count(RowKind.SEP)
+        assert n_chunks == r1.kinds.count(RowKind.SEP) >= 1  # same chunk schedule
+        speech_rows = {k: sum(kd in (RowKind.TEXT, RowKind.PAD) for kd in r.kinds) - 4 * n_chunks
+                       for k, r in ((4, r4), (1, r1))}  # minus the 4 delay rows per chunk
+        assert speech_rows[1] == 4 * speech_rows[4] == len(expected)
+
+
+def test_k1_engine_with_a_real_model_batched_equals_alone():
+    """k = 1 end to end on a random SpeechLM with a speech vocabulary of 40: rows have 2 columns, chunks
+    end (here through the step cap), batching does not change the rows."""
+    from mgm_omni.config import SpeechLMConfig
+    from mgm_omni.models.speech_lm import random_speech_lm
+
+    cfg = SpeechLMConfig(vocab_size=50 + 40, tokenizer_text_size=50, tokenizer_speech_size=40, speech_token_count=1,
+                         hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, head_dim=8, tts_adapter_config="(1,32,4_2,48)")
+    model = random_speech_lm(cfg, seed=5)
+    ids = SpecialIds(pad_text=20, eos_text=21, audio_start=47, audio_end=48, audio_sep=49, speech_eos=38,
+                     speech_pad=39)
+    dec = ChunkedDecoder(SpeechLMRunner(model), ids, TokenText(ToyTokenizer()),
+                         DecodeConfig(sampling=SamplingConfig(temperature=0.0), max_new_rows=400,
+                                      rules=ChunkRules(sentence_min_text=2, max_text=6, step_cap_factor=3,
+                                                       blank_min_slots=1)))
+    prompts = [PromptRows(torch.tensor([[i % 19, 39] for i in range(n)]), [1, 2, 10, 3, 4, 5, 10] * 3)
+               for n in (7, 12)]
+    together = dec.generate(prompts)
+    for p, res in zip(prompts, together):
+        alone = dec.generate([p])[0]
+        assert res.rows == alone.rows and all(len(r) == 2 for r in res.rows)
+        assert res.finish_reason in ("end", "max_rows") and RowKind.SEP in res.kinds
+
+
+@pytest.mark.slow
+def test_long_form_ten_minutes(golden):
+    """~3800 text tokens (10+ minutes of speech) in one request: one growing KV cache, chunk after chunk."""
+    root, gens = golden
+    d, req = _run(root, "eos_variant__en_markdown")
+    long_text = " ".join([d["target_text"]] * 30)
+    gen = gens["eos_variant"].with_config(initial_cache_rows=256, max_new_rows=20000)
+    out = gen.generate(SpeechRequest(long_text, req.reference_text, req.reference_tokens))
+    n_text = len(gen.prompt(SpeechRequest(long_text, req.reference_text, req.reference_tokens)).buffer)
+    assert n_text > 4000 and out.finish_reason == "end" and not out.unspoken
+    assert len(out.tokens) / 25 > 600  # seconds of speech for the vocoder
+    assert out.kinds.count(RowKind.SEP) > 60  # chunked at sentence ends, never more than 101 text ids
+
+
+@pytest.mark.parametrize("gdir", golden_params(MARK))
+def test_generator_from_pretrained(gdir):
+    """Model, tokenizer and sampling settings from the checkpoint directory; bf16 on CPU packs weights."""
+    root = gdir / "speechlm"
+    d, req = _run(root, "base__en_markdown")
+    gen = SpeechGenerator.from_pretrained(root / "MGM-Omni-TTS-tiny", temperature=0.0)
+    assert gen.config.sampling == SamplingConfig(temperature=0.0, top_k=50, top_p=1.0, repetition_penalty=1.0)
+    assert not gen.packed and len(gen.tokenizer) == 177924 and gen.cfg.delay_rows == 4
+    out = gen.with_config(max_new_rows=40).generate(req)
+    assert out.rows == [tuple(r) for r in d["rows"][:40]]
+    half = SpeechGenerator.from_pretrained(root / "MGM-Omni-TTS-tiny", dtype=torch.bfloat16, temperature=0.0)
+    out = half.with_config(max_new_rows=40).generate(req)
+    assert half.packed == (half.model.lm_head.weight.device.type == "cpu")
+    assert [r[0] for r in out.rows] == [r[0] for r in d["rows"][:40]]  # text is forced; speech is bf16

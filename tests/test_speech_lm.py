@@ -1,0 +1,229 @@
+"""SpeechLM model: official checkpoint loading, forward parity with the official golden, the training
+loss, teacher-forced decode logits, cached == uncached, batched == single, any k (k = 1 included)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from golden import golden_params
+from safetensors.torch import load_file
+
+from mgm_omni.checkpoint import CheckpointError
+from mgm_omni.config import ConfigError, SpeechLMConfig
+from mgm_omni.generation.speech_runner import CacheBoundError, SpeechLMRunner
+from mgm_omni.models.speech_lm import SpeechLM, random_speech_lm, speech_lm_loss
+
+MARK = "speechlm/MGM-Omni-TTS-tiny/config.json"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny models gain nothing from intra-op threads, and on a busy 2-core machine OpenMP spinning makes
+    # each decode step ~10x slower; restore the suite's setting afterwards.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def small_cfg(k: int = 4, speech_size: int = 40, text_size: int = 50, adapter: str | None = "(2,32,4_2,48)",
+              **kw) -> SpeechLMConfig:
+    """A tiny SpeechLM with any k and speech vocabulary size."""
+    return SpeechLMConfig(
+        vocab_size=text_size + k * speech_size, tokenizer_text_size=text_size, tokenizer_speech_size=speech_size,
+        speech_token_count=k, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=8, tts_adapter_type="qwen3" if adapter else None,
+        tts_adapter_config=adapter, rope_theta=10000.0, **kw)
+
+
+def random_rows(cfg: SpeechLMConfig, b: int, t: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    text = torch.randint(0, cfg.text_size, (b, t, 1), generator=g)
+    speech = torch.randint(0, cfg.tokenizer_speech_size, (b, t, cfg.speech_token_count), generator=g)
+    return torch.cat([text, speech], dim=-1)
+
+
+@pytest.fixture(scope="module")
+def official(request):
+    gdir = request.param
+    return gdir / "speechlm", SpeechLM.from_pretrained(gdir / "speechlm" / "MGM-Omni-TTS-tiny")
+
+
+def _golden(marker=MARK):
+    return golden_params(marker)
+
+
+@pytest.mark.parametrize("official", _golden(), indirect=True)
+def test_official_checkpoint_loads(official):
+    root, model = official
+    state = load_file(str(root / "MGM-Omni-TTS-tiny" / "model.safetensors"))
+    assert "lm_head.weight" not in state  # tied: the loader must re-tie it
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    assert len(model.tts_adapter.layers) == 2 and model.tts_adapter.norm is None
+    ours = model.state_dict()
+    for name, tensor in state.items():  # every saved tensor (random norm gains included) arrives
+        assert torch.equal(ours[name], tensor.float()), name
+    # the speech heads are a view of lm_head (no copy of the 177k-row matrix)
+    assert model.speech_head_weight.data_ptr() == model.lm_head.weight[model.cfg.text_size].data_ptr()
+
+
+@pytest.mark.parametrize("official", _golden(), indirect=True)
+def test_forward_and_loss_match_official(official):
+    root, model = official
+    z = np.load(root / "forward_golden.npz")
+    ref = json.loads((root / "forward_golden.json").read_text())
+    rows = torch.from_numpy(z["rows"])[None]
+    with torch.no_grad():
+        h, g = model(rows)
+        speech, text = model.speech_logits(g), model.text_logits(h)
+        loss, loss_text, loss_speech = speech_lm_loss(text, speech, torch.from_numpy(z["labels"])[None])
+    assert speech.shape == (1, 8, 4, 6563) and text.shape == (1, 8, 151672)
+    assert (h[0] - torch.from_numpy(z["llm_hidden"])).abs().max() < 1e-4
+    assert (speech[0] - torch.from_numpy(z["speech_logits"])).abs().max() < 1e-4
+    assert (text[0] - torch.from_numpy(z["text_logits"])).abs().max() < 1e-4
+    assert loss.item() == pytest.approx(ref["loss"], abs=1e-4)
+    assert loss_text.item() == pytest.approx(ref["loss_text"], abs=1e-4)
+    assert loss_speech.item() == pytest.approx(ref["loss_speech"], abs=1e-4)
+
+
+@pytest.mark.parametrize("official", _golden(), indirect=True)
+@pytest.mark.parametrize("run", ["base__en_markdown", "base__zh"])
+def test_teacher_forced_decode_logits_match_official(official, run):
+    """Prefill the golden prompt, feed the golden rows one by one through the KV-cached step, and compare
+    every step's top-1 logit, eos logit and argmax with the official run (near-ties tolerated)."""
+    root, model = official
+    d = json.loads((root / "decode" / f"{run}.json").read_text())
+    steps = np.load(root / "decode" / "decode_steps.npz")
+    prompt = torch.tensor(d["prefill_rows_full"][: d["prefill_len"]])
+    gen = torch.tensor(d["rows"])
+    runner = SpeechLMRunner(model, initial_rows=64)  # small: the caches must grow on the way
+    logits = [runner.start([prompt])[0]]
+    for row in gen[:-1]:
+        logits.append(runner.step(row[None])[0])
+    logits = torch.stack(logits)  # (N, 4, 6563)
+    top1 = torch.from_numpy(steps[f"{run}/top1"])
+    assert (logits.max(-1).values - top1).abs().max() < 1e-3
+    assert (logits[..., 6561] - torch.from_numpy(steps[f"{run}/eos_logit"])).abs().max() < 1e-3
+    first = torch.from_numpy(steps[f"{run}/first_step_speech_logits"])
+    assert (logits[: len(first)] - first).abs().max() < 1e-3
+    differ = logits.argmax(-1) != torch.from_numpy(steps[f"{run}/argmax"])
+    assert (torch.from_numpy(steps[f"{run}/margin"])[differ] < 1e-3).all()  # only near-ties may flip
+
+
+@pytest.mark.parametrize("k", [4, 1, 3])
+def test_cached_decode_equals_uncached_forward(k):
+    cfg = small_cfg(k=k)
+    model = random_speech_lm(cfg, seed=k)
+    rows = random_rows(cfg, 1, 30, seed=1)
+    with torch.no_grad():
+        full = model.speech_logits(model(rows)[1])[0]  # (T, k, S)
+    runner = SpeechLMRunner(model, initial_rows=4)
+    stepped = [runner.start([rows[0, :10]])[0]]
+    for t in range(10, 29):
+        stepped.append(runner.step(rows[0, t:t + 1])[0])
+    assert full.shape == (30, k, cfg.tokenizer_speech_size)
+    assert (torch.stack(stepped) - full[9:29]).abs().max() < 1e-4  # logits ~10: fp32 rounding
+
+
+def test_batched_prefill_and_steps_equal_single_sequences():
+    """Different prompt lengths in one batch: per-sequence cache positions give each sequence exactly
+    its own logits; a finished sequence can leave the batch."""
+    cfg = small_cfg()
+    model = random_speech_lm(cfg, seed=3)
+    seqs = [random_rows(cfg, 1, n, seed=n)[0] for n in (17, 9, 13)]
+    prompts = [s[:n] for s, n in zip(seqs, (10, 4, 7))]
+    singles = []
+    for s, p in zip(seqs, prompts):
+        r = SpeechLMRunner(model)
+        out = [r.start([p])[0]]
+        out += [r.step(row[None])[0] for row in s[len(p):len(p) + 5]]
+        singles.append(torch.stack(out))
+    r = SpeechLMRunner(model)
+    batched = [r.start(prompts)]
+    for i in range(5):
+        batched.append(r.step(torch.stack([s[len(p) + i] for s, p in zip(seqs, prompts)])))
+    batched = torch.stack(batched, dim=1)  # (B, 6, k, S)
+    for b in range(3):
+        assert (batched[b] - singles[b]).abs().max() < 1e-4
+    r.keep([2, 0])  # drop the middle sequence, reorder
+    nxt = r.step(torch.stack([seqs[2][12], seqs[0][15]]))
+    ref2 = SpeechLMRunner(model)
+    ref2.start([seqs[2][:12]])
+    assert (nxt[0] - ref2.step(seqs[2][12][None])[0]).abs().max() < 1e-5
+
+
+def test_model_without_adapter_and_wide_adapter_heads():
+    plain = random_speech_lm(small_cfg(adapter=None))
+    rows = random_rows(plain.cfg, 2, 5)
+    h, g = plain(rows)
+    assert g is h  # no adapter: the speech heads read the backbone state
+    # adapter with 8 query heads of head_dim 8: q_proj is 32 -> 64, wider than the hidden size
+    wide = random_speech_lm(small_cfg(adapter="(1,32,8_4,40)"))
+    assert wide.tts_adapter.layers[0].self_attn.q_proj.weight.shape == (64, 32)
+    assert wide.tts_adapter.layers[0].self_attn.k_proj.weight.shape == (16, 32)
+    assert wide.speech_logits(wide(rows)[1]).shape == (2, 5, 4, 40)
+
+
+def test_bad_rows_and_configs():
+    model = random_speech_lm(small_cfg(k=2))
+    with pytest.raises(ValueError, match="3 columns"):
+        model(torch.zeros(1, 4, 5, dtype=torch.long))
+    with pytest.raises(ConfigError, match="must equal hidden_size"):
+        small_cfg(adapter="(2,64,4_2,48)")
+    with pytest.raises(ConfigError, match="vocab_size"):
+        SpeechLMConfig(vocab_size=100, tokenizer_text_size=50, tokenizer_speech_size=40, speech_token_count=2,
+                       hidden_size=32, tts_adapter_config="(1,32,4,48)")
+
+
+def test_cache_bound_is_enforced():
+    model = random_speech_lm(small_cfg())
+    runner = SpeechLMRunner(model, max_rows=8)
+    rows = random_rows(model.cfg, 1, 12)[0]
+    with pytest.raises(CacheBoundError):
+        runner.start([rows[:8]])
+    runner.start([rows[:6]])
+    runner.step(rows[6:7])
+    runner.step(rows[7:8])
+    assert not runner.room(0)
+    with pytest.raises(CacheBoundError):
+        runner.step(rows[8:9])
+    assert runner.caches[0].capacity <= 8
+
+
+def test_from_pretrained_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="no such directory"):
+        SpeechLM.from_pretrained(tmp_path / "missing")
+    (tmp_path / "config.json").write_text(json.dumps(small_cfg().to_dict()))
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        SpeechLM.from_pretrained(tmp_path)
+
+
+def test_packed_bf16_weights_match_plain():
+    """oneDNN-packed linears and speech head (the fast CPU bf16 path) give the plain path's logits."""
+    from mgm_omni.generation.cpu_linear import PackedLinear, pack_linears, packing_available
+    from mgm_omni.generation.speech_runner import speech_head
+
+    model = random_speech_lm(small_cfg(), seed=2, dtype=torch.bfloat16)
+    if not packing_available(model.lm_head.weight):
+        pytest.skip("oneDNN packing is not available in this torch build")
+    rows = random_rows(model.cfg, 1, 12)[0]
+    plain = SpeechLMRunner(model)
+    ref = [plain.start([rows[:8]])] + [plain.step(rows[t:t + 1]) for t in range(8, 11)]
+    keys = list(model.state_dict())
+    assert pack_linears(model, skip=("lm_head",)) == 2 * 7 + 2 * 7
+    assert isinstance(model.model.layers[0].mlp.up_proj, PackedLinear) and list(model.state_dict()) == keys
+    packed = SpeechLMRunner(model, head=speech_head(model, pack=True))
+    out = [packed.start([rows[:8]])] + [packed.step(rows[t:t + 1]) for t in range(8, 11)]
+    for a, b in zip(ref, out):
+        assert (a - b).abs().max() < 0.05 * a.abs().max()  # bf16: a few units in the last place
+        assert (a.argmax(-1) == b.argmax(-1)).float().mean() > 0.7
+
+
+def test_rope_frequencies_stay_float32_in_bf16():
+    model = random_speech_lm(small_cfg(), dtype=torch.bfloat16)
+    ref = SpeechLM(small_cfg()).model.inv_freq
+    for stack in (model.model, model.tts_adapter):
+        assert stack.inv_freq.dtype == torch.float32 and torch.equal(stack.inv_freq, ref)
