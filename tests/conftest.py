@@ -1,7 +1,11 @@
+import os
 import pathlib
 import sys
 
-import torch
+# Busy-waiting OpenMP threads make a shared 2-core machine crawl (several-fold slower steps).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 

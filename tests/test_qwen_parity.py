@@ -146,3 +146,24 @@ def test_mrope_matches_transformers():
     c3, s3 = rope_cos_sin(same, inv, section)
     c1, s1 = rope_cos_sin(pos[0], inv)
     assert torch.allclose(c3, c1) and torch.allclose(s3, s1)
+
+
+def test_rope_frequencies_stay_fp32_in_bf16_models():
+    ours, _ = _pair("qwen3")
+    ours = ours.to(torch.bfloat16)
+    assert ours.model.inv_freq.dtype == torch.float32
+    assert torch.equal(ours.model.inv_freq, rope_inv_freq(16, SMALL["rope_theta"]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_one_query_attention_equals_sdpa(dtype):
+    from mgm_omni.models.layers import one_query_attention
+
+    q = torch.randn(3, 8, 1, 16, dtype=dtype)
+    k, v = torch.randn(3, 2, 40, 16, dtype=dtype), torch.randn(3, 2, 40, 16, dtype=dtype)
+    mask = (torch.arange(40) <= torch.tensor([39, 20, 5])[:, None])[:, None, None, :]  # per-sequence lengths
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    assert (one_query_attention(q, k, v, mask) - ref).abs().max().item() < tol
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+    assert (one_query_attention(q, k, v, None) - ref).abs().max().item() < tol

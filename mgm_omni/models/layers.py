@@ -118,9 +118,29 @@ class Attention(nn.Module):
         gqa = self.n_heads != self.n_kv
         if isinstance(mask, str):  # "causal": queries and keys start together
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        elif t == 1 and q.device.type == "cpu":
+            out = one_query_attention(q, k, v, mask)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim))
+
+
+def one_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Attention of one new query per sequence as grouped matmuls (the decode step).
+
+    On CPU, SDPA with a single query is slow in bf16 (17 ms per call at 4000 keys); two batched
+    matmuls over the query heads that share a key/value head are several times faster.
+
+    Args:
+        q: (B, H, 1, D); k, v: (B, H_kv, S, D); mask: None or bool broadcastable to (B, 1, 1, S).
+    """
+    b, h, _, d = q.shape
+    hk = k.shape[1]
+    scores = (q.view(b, hk, h // hk, d) @ k.transpose(-1, -2)) * d**-0.5  # (B, H_kv, H/H_kv, S)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    probs = scores.float().softmax(-1).to(v.dtype)
+    return (probs @ v).view(b, h, 1, d)
 
 
 class MLP(nn.Module):

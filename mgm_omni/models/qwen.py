@@ -57,7 +57,9 @@ class Decoder(nn.Module):
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size) if with_embedding else None
         self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps) if with_norm else None
-        self.register_buffer("inv_freq", rope_inv_freq(cfg.dim_per_head, cfg.rope_theta), persistent=False)
+        # A plain attribute, not a buffer: ``model.to(bfloat16)`` must not round the frequencies
+        # (in bf16 the angles are off by radians past a few thousand positions).
+        self.inv_freq = rope_inv_freq(cfg.dim_per_head, cfg.rope_theta)
 
     def rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return rope_cos_sin(positions, self.inv_freq, self.cfg.mrope_section)

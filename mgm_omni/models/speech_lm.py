@@ -20,7 +20,6 @@ from torch import nn
 
 from mgm_omni.checkpoint import load_into, load_state_dict, resolve_pretrained
 from mgm_omni.config import SpeechLMConfig, load_config
-from mgm_omni.models.layers import rope_inv_freq
 from mgm_omni.models.qwen import Decoder
 
 IGNORE_INDEX = -100
@@ -49,15 +48,6 @@ class SpeechLM(nn.Module):
         # Column c of a row is looked up at id + offsets[c]: 0 for text, text_size + size * i for slot i.
         offsets = torch.tensor([0] + [cfg.text_size + size * i for i in range(k)], dtype=torch.long)
         self.register_buffer("row_offsets", offsets, persistent=False)
-
-    def _apply(self, fn, recurse: bool = True):
-        # ``model.to(torch.bfloat16)`` would round the RoPE frequencies to bf16 too (an angle error of
-        # several radians by position 4000); keep them float32, as upstream computes them.
-        super()._apply(fn, recurse)
-        for stack in (self.model, self.tts_adapter):
-            if stack is not None and stack.inv_freq.dtype != torch.float32:
-                stack.inv_freq = rope_inv_freq(stack.cfg.dim_per_head, stack.cfg.rope_theta).to(stack.inv_freq.device)
-        return self
 
     @property
     def num_slots(self) -> int:
