@@ -5,9 +5,26 @@ import sys
 # Busy-waiting OpenMP threads make a shared 2-core machine crawl (several-fold slower steps).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import pytest  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
 # 2-core machines: keep intra-op threads bounded and results deterministic.
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory):
+    """A cache folder holding the built-in tiny random models, used as ``$MGM_OMNI_CACHE`` (built once)."""
+    from mgm_omni.builtin import ensure_tiny_random
+
+    root = tmp_path_factory.mktemp("mgm-cache")
+    try:
+        ensure_tiny_random(root)
+    except RuntimeError as exc:  # the Qwen3 tokenizer package is missing
+        pytest.skip(str(exc))
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MGM_OMNI_CACHE", str(root))
+    yield root
+    mp.undo()

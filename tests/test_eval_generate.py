@@ -9,7 +9,6 @@ import pytest
 import soundfile as sf
 import torch
 
-from mgm_omni.builtin import ensure_tiny_random
 from mgm_omni.eval.generate import GenerateConfig, item_seed
 from mgm_omni.eval.options import EvalOptions
 from mgm_omni.eval.runner import run
@@ -17,19 +16,6 @@ from mgm_omni.eval.scoring import ScoreConfig
 
 pytest.importorskip("tokenizers")
 SPLIT = "long_tts_eval_en"
-
-
-@pytest.fixture(scope="module")
-def tiny_cache(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mgm-cache")
-    try:
-        ensure_tiny_random(root)
-    except RuntimeError as exc:  # the Qwen3 tokenizer package is missing
-        pytest.skip(str(exc))
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MGM_OMNI_CACHE", str(root))
-    yield root
-    mp.undo()
 
 
 @pytest.fixture

@@ -15,19 +15,6 @@ pytest.importorskip("tokenizers")
 TEXT = "Hello there. This sentence is spoken by a tiny random model."
 
 
-@pytest.fixture(scope="module")
-def tiny_cache(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mgm-cache")
-    try:
-        ensure_tiny_random(root)
-    except RuntimeError as exc:  # the Qwen3 tokenizer package is missing
-        pytest.skip(str(exc))
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MGM_OMNI_CACHE", str(root))
-    yield root
-    mp.undo()
-
-
 def test_stream_is_incremental_and_renders_every_token(tiny_cache):
     pipe = TTSPipeline.load(temperature=0.0, max_rows=40)
     rows_at_first_chunk = None

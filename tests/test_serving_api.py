@@ -15,7 +15,6 @@ import soundfile as sf
 import torch
 from serving_fixtures import TEXT, ScriptedBackend, pcm16, preset_clip, wav_bytes
 
-from mgm_omni.builtin import ensure_tiny_random
 from mgm_omni.serving.audio_codec import to_pcm16
 from mgm_omni.serving.config import ServingConfig
 from mgm_omni.serving.server import BackgroundServer
@@ -24,19 +23,6 @@ from mgm_omni.serving.services import Services
 pytest.importorskip("fastapi")
 MAX_ROWS = 40
 UPLOAD_LIMIT = 1_000_000
-
-
-@pytest.fixture(scope="module")
-def tiny_cache(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mgm-cache")
-    try:
-        ensure_tiny_random(root)
-    except RuntimeError as exc:
-        pytest.skip(str(exc))
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MGM_OMNI_CACHE", str(root))
-    yield root
-    mp.undo()
 
 
 @pytest.fixture(scope="module")

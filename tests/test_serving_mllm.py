@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from serving_fixtures import wav_bytes
 
-from mgm_omni.builtin import ensure_tiny_random
 from mgm_omni.serving.config import ServingConfig
 from mgm_omni.serving.http_input import decode_audio
 from mgm_omni.serving.server import BackgroundServer
@@ -19,14 +18,7 @@ pytest.importorskip("fastapi")
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mgm-cache")
-    try:
-        ensure_tiny_random(root)
-    except RuntimeError as exc:
-        pytest.skip(str(exc))
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MGM_OMNI_CACHE", str(root))
+def served(tiny_cache, tmp_path_factory):
     from mgm_omni.generation.sampling import SamplingConfig
     from mgm_omni.serving.services import Services
 
@@ -37,7 +29,6 @@ def served(tmp_path_factory):
     srv = BackgroundServer(services).start()
     yield srv, services
     srv.stop()
-    mp.undo()
 
 
 def _direct_transcript(mllm, wave16k) -> str:

@@ -10,7 +10,6 @@ import torch
 from serving_fixtures import TEXT, preset_clip, wav_bytes
 
 from mgm_omni.audio import load_audio
-from mgm_omni.builtin import ensure_tiny_random
 from mgm_omni.generation.reference import ReferenceConfig
 from mgm_omni.serving.audio_codec import STREAMABLE, CodecError, StreamEncoder, encode_audio, to_pcm16
 from mgm_omni.serving.config import ServingConfig
@@ -138,19 +137,10 @@ def test_registry_store_reload_remove(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def long_generator(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mgm-cache")
-    try:
-        ensure_tiny_random(root)
-    except RuntimeError as exc:
-        pytest.skip(str(exc))
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MGM_OMNI_CACHE", str(root))
+def long_generator(tiny_cache):
     from mgm_omni.generation.pipeline import TTSPipeline
 
-    pipe = TTSPipeline.load(temperature=0.0, max_rows=400)
-    yield pipe
-    mp.undo()
+    yield TTSPipeline.load(temperature=0.0, max_rows=400)
 
 
 def test_cancel_frees_the_slot_at_once_and_queue_is_bounded(long_generator):

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from mgm_omni.builtin import ensure_tiny_random
 from mgm_omni.serving.config import ServingConfig
 from mgm_omni.serving.server import free_port
 from mgm_omni.serving.voices import PRESET_DIR
@@ -24,15 +23,11 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "outputs" / "test-artifacts" /
 
 
 @pytest.fixture(scope="module")
-def demo_url(tmp_path_factory):
+def demo_url(tiny_cache, tmp_path_factory):
     pytest.importorskip("gradio")
     pytest.importorskip("playwright")
     if not Path(CHROMIUM).exists() or shutil.which("ffmpeg") is None:
         pytest.skip("needs Debian's chromium and ffmpeg (apt-get install chromium ffmpeg)")
-    root = tmp_path_factory.mktemp("mgm-cache")
-    ensure_tiny_random(root)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MGM_OMNI_CACHE", str(root))
     from mgm_omni.serving.services import Services
     from mgm_omni.serving.web_demo import launch
 
@@ -43,7 +38,6 @@ def demo_url(tmp_path_factory):
     yield f"http://127.0.0.1:{port}/", services, demo
     demo.close()
     services.close()
-    mp.undo()
 
 
 @pytest.fixture(scope="module")
