@@ -35,6 +35,20 @@ def _add_voice(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cosyvoice-path", default=None, help="directory with cosyvoice2.yaml, flow.pt, hift.pt")
 
 
+def _add_serving(p: argparse.ArgumentParser) -> None:
+    """Models, voices and limits shared by `serve` and `demo`."""
+    p.add_argument("--model", default=None, help="SpeechLM directory or hub id")
+    p.add_argument("--mllm", default=None, help="MLLM directory or hub id")
+    p.add_argument("--voices-dir", default=None, help="voice registry folder (default: $MGM_OMNI_CACHE/voices)")
+    p.add_argument("--temperature", type=float, default=0.3, help="speech sampling temperature (0 = greedy)")
+    p.add_argument("--max-rows", type=int, default=8192, help="SpeechLM rows per request (160 ms each)")
+    p.add_argument("--max-batch", type=int, default=8, help="requests decoded together")
+    p.add_argument("--max-queue", type=int, default=64, help="waiting requests before 429 queue_full")
+    p.add_argument("--max-input-chars", type=int, default=4096, help="longest text per speech request")
+    p.add_argument("--max-upload-mb", type=float, default=25.0, help="largest request body / upload")
+    _add_common(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mgm-omni",
@@ -96,33 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Serve the models over HTTP. Binds to 127.0.0.1 unless --host is given.")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--model", default=None, help="SpeechLM directory or hub id")
-    p.add_argument("--mllm", default=None, help="MLLM directory or hub id")
     p.add_argument("--api-key", default=None, help="require this bearer token (default: $MGM_OMNI_API_KEY if set)")
-    p.add_argument("--voices-dir", default=None, help="voice registry folder (default: $MGM_OMNI_CACHE/voices)")
-    p.add_argument("--temperature", type=float, default=0.3, help="speech sampling temperature (0 = greedy)")
-    p.add_argument("--max-rows", type=int, default=8192, help="SpeechLM rows per request (160 ms each)")
-    p.add_argument("--max-batch", type=int, default=8, help="requests decoded together")
-    p.add_argument("--max-queue", type=int, default=64, help="waiting requests before 429 queue_full")
-    p.add_argument("--max-input-chars", type=int, default=4096, help="longest text per speech request")
-    p.add_argument("--max-upload-mb", type=float, default=25.0, help="largest request body / upload")
-    _add_common(p)
+    _add_serving(p)
 
     p = sub.add_parser("demo", help="web demo (Gradio) on localhost",
                        description="Browser demo. Binds to 127.0.0.1; no public link unless --share.")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8888)
     p.add_argument("--share", action="store_true", help="create a public Gradio link (off by default)")
-    p.add_argument("--model", default=None, help="SpeechLM directory or hub id")
-    p.add_argument("--mllm", default=None, help="MLLM directory or hub id")
-    p.add_argument("--voices-dir", default=None, help="voice registry folder (default: $MGM_OMNI_CACHE/voices)")
-    p.add_argument("--temperature", type=float, default=0.3, help="speech sampling temperature (0 = greedy)")
-    p.add_argument("--max-rows", type=int, default=8192, help="SpeechLM rows per request (160 ms each)")
-    p.add_argument("--max-batch", type=int, default=8, help="requests decoded together")
-    p.add_argument("--max-queue", type=int, default=64, help="waiting requests before 429 queue_full")
-    p.add_argument("--max-input-chars", type=int, default=4096, help="longest text per speech request")
-    p.add_argument("--max-upload-mb", type=float, default=25.0, help="largest request body / upload")
-    _add_common(p)
+    _add_serving(p)
 
     p = sub.add_parser("eval", help="score generated speech or transcripts on benchmarks",
                        description="Long-TTS-Eval, seed-tts-eval and ASR sets: WER/CER, speaker similarity, RTF.")
