@@ -153,3 +153,21 @@ def test_bad_tokens_and_empty_stream(gdir):
     with pytest.raises(Token2WavError, match=r"\[0, 6561\)"):
         t2w.render(prompt, [-1, 3])
     assert t2w.flush(t2w.start(prompt)).size == 0  # empty stream: empty audio, no error
+
+
+@pytest.mark.parametrize("gdir", golden_params(E2E))
+def test_per_stream_seed_is_independent_of_global_rng(gdir):
+    t2w = _renderer(gdir)
+    prompt, tokens = _inputs(gdir)
+    tokens = tokens[:80]
+
+    def render(global_seed: int, stream_seed: int) -> np.ndarray:
+        torch.manual_seed(global_seed)
+        state = t2w.start(prompt, seed=stream_seed)
+        chunks = t2w.push(state, tokens)
+        chunks.append(t2w.flush(state))
+        return np.concatenate(chunks)
+
+    same = render(0, 7)
+    assert np.array_equal(same, render(123, 7))  # its own generator: the global RNG does not matter
+    assert not np.array_equal(same, render(0, 8))  # and the seed does

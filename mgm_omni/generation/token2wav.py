@@ -102,6 +102,8 @@ class StreamState:
     emitted: int = 0  # samples emitted so far
     consumed: int = 0  # tokens rendered so far, over the whole stream
     finished: bool = False
+    seed: int | None = None  # HiFT source noise: a per-stream generator, or torch's global RNG if None
+    generator: torch.Generator | None = None
 
     def __post_init__(self) -> None:
         self.reset()
@@ -112,6 +114,7 @@ class StreamState:
         self.block_rate = 2
         self.mel_cache = self.source_cache = self.speech_cache = None
         self.finished = False
+        self.generator = torch.Generator().manual_seed(self.seed) if self.seed is not None else None
 
 
 class Token2Wav:
@@ -135,8 +138,10 @@ class Token2Wav:
         self.fade_in = torch.from_numpy(window[: self.crossfade]).float()
         self.fade_out = torch.from_numpy(window[self.crossfade:]).float()
 
-    def start(self, prompt: ReferencePrompt, schedule: StreamSchedule | None = None) -> StreamState:
-        return StreamState(prompt, schedule or StreamSchedule())
+    def start(self, prompt: ReferencePrompt, schedule: StreamSchedule | None = None,
+              seed: int | None = None) -> StreamState:
+        """A new stream; with ``seed`` its vocoder noise is its own (reproducible, thread-safe)."""
+        return StreamState(prompt, schedule or StreamSchedule(), seed=seed)
 
     def push(self, state: StreamState, tokens: Iterable[int]) -> list[np.ndarray]:
         """Add tokens; return the audio chunks (float32, 24 kHz) that became ready."""
@@ -236,8 +241,9 @@ class Token2Wav:
         mel = mel[:, :, start * self.ratio:]  # frames of this hop only
         if state.mel_cache is not None:
             mel = torch.cat([state.mel_cache, mel], dim=2)
+        extra = {"generator": state.generator} if state.generator is not None else {}
         with torch.inference_mode():
-            speech, source = self.vocoder.inference(mel, cache_source=state.source_cache)
+            speech, source = self.vocoder.inference(mel, cache_source=state.source_cache, **extra)
         if state.speech_cache is not None:
             n = self.crossfade
             speech = speech.clone()
