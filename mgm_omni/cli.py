@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--max-rows", type=int, default=8192, help="maximum SpeechLM rows (160 ms each)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--stream", action="store_true", help="write audio progressively as it is generated")
+    p.add_argument("--quantize", choices=["int8"], default=None,
+                   help="int8 weight-only SpeechLM layers: about 2x faster decoding on CPU, slightly different output")
     _add_voice(p)
     _add_common(p)
 

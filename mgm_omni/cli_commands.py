@@ -57,6 +57,7 @@ def run_tts(args: argparse.Namespace) -> int:
         text, args.out, model=model, ref_audio=args.ref_audio, ref_text=args.ref_text, reference=reference,
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, max_rows=args.max_rows,
         seed=args.seed, device=args.device, dtype=args.dtype, cosyvoice_path=args.cosyvoice_path,
+        quantize=args.quantize,
     )
     print(result.summary())
     return 0

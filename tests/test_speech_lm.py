@@ -227,3 +227,25 @@ def test_rope_frequencies_stay_float32_in_bf16():
     ref = SpeechLM(small_cfg()).model.inv_freq
     for stack in (model.model, model.tts_adapter):
         assert stack.inv_freq.dtype == torch.float32 and torch.equal(stack.inv_freq, ref)
+
+
+@pytest.mark.parametrize("gdir", golden_params("speechlm/decode/base__zh.json"))
+def test_int8_mode_keeps_speech_logits_close(gdir):
+    """The opt-in int8 weight-only mode: measured 98-99 % top-1 agreement on the golden runs (whose random
+    logits have many near-ties) and ~4 % relative logit error."""
+    import json
+
+    from mgm_omni.generation.speech_generate import SpeechGenerator
+
+    ckpt = gdir / "speechlm" / "MGM-Omni-TTS-tiny"
+    ref, q = SpeechGenerator.from_pretrained(ckpt), SpeechGenerator.from_pretrained(ckpt, quantize="int8")
+    assert type(q.model.model.layers[0].mlp.up_proj) is not torch.nn.Linear  # really quantised
+    run = json.loads((gdir / "speechlm" / "decode" / "base__zh.json").read_text())
+    rows = torch.tensor(run["prefill_rows_full"][: run["prefill_len"]] + run["rows"])[None]
+    with torch.no_grad():
+        a = ref.model.speech_logits(ref.model(rows)[1])
+        b = q.model.speech_logits(q.model(rows)[1])
+    assert (a.argmax(-1) == b.argmax(-1)).float().mean().item() > 0.95
+    assert ((a - b).norm() / a.norm()).item() < 0.1
+    with pytest.raises(ValueError, match="quantize"):
+        SpeechGenerator.from_pretrained(ckpt, quantize="int4")

@@ -61,3 +61,18 @@ def pack_linears(module: nn.Module, skip: tuple[str, ...] = ()) -> int:
                 setattr(child, attr, PackedLinear(sub))
                 count += 1
     return count
+
+
+def quantize_int8(module: nn.Module) -> int:
+    """Int8 weights (per output channel, dynamic activation scaling) for every ``nn.Linear`` under ``module``.
+
+    An opt-in speed mode for CPU decoding of a float32 model: a one-row step reads a quarter of the
+    float32 bytes and runs through fbgemm's int8 GEMV, measured about 2x faster than oneDNN-packed
+    bfloat16 for the 0.6B SpeechLM step on this CPU (51 vs 100 ms). Outputs move slightly (see the
+    tests for the measured logit agreement). Returns how many layers were quantised.
+    """
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    before = sum(type(m) is nn.Linear for m in module.modules())
+    quantize_dynamic(module, {nn.Linear: per_channel_dynamic_qconfig}, inplace=True)
+    return before - sum(type(m) is nn.Linear for m in module.modules())

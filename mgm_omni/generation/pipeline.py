@@ -88,11 +88,12 @@ class TTSPipeline:
              ref_text: str | None = None, cosyvoice_path: str | os.PathLike | None = None,
              dtype: str | None = None, device: str = "cpu", temperature: float = 0.3, top_k: int = 50,
              top_p: float = 1.0, max_rows: int = 8192, seed: int | None = 0,
-             reference: tuple[ReferencePrompt, str] | None = None) -> TTSPipeline:
+             reference: tuple[ReferencePrompt, str] | None = None, quantize: str | None = None) -> TTSPipeline:
         """Load a SpeechLM directory (or hub id, or ``tiny-random``) with its speech decoder.
 
         The voice is ``reference`` (a prompt and its transcript, e.g. a registered voice), else the clip
         ``ref_audio`` with ``ref_text``, else (tiny model only) a built-in synthetic reference.
+        ``quantize="int8"``: int8 weight-only SpeechLM layers (a CPU speed mode, see ``cpu_linear``).
         """
         tiny = str(model) == TINY_NAME
         root = ensure_tiny_random() if tiny else resolve_pretrained(
@@ -100,7 +101,8 @@ class TTSPipeline:
         torch_dtype = _DTYPES[dtype] if dtype else (torch.float32 if tiny else torch.bfloat16)
         sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p)
         config = DecodeConfig(sampling=sampling, max_new_rows=max_rows, seed=seed)
-        generator = SpeechGenerator.from_pretrained(root, dtype=torch_dtype, device=device, config=config)
+        generator = SpeechGenerator.from_pretrained(root, dtype=torch_dtype, device=device, config=config,
+                                                    quantize=quantize)
         cosy = find_cosyvoice_dir(root, cosyvoice_path)
         token2wav = load_token2wav(cosy)
         if reference is not None:

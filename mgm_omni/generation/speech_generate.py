@@ -27,7 +27,7 @@ from mgm_omni.generation.chunked_decode import (
     SpeechResult,
     generate_with_retry,
 )
-from mgm_omni.generation.cpu_linear import pack_linears, packing_available
+from mgm_omni.generation.cpu_linear import pack_linears, packing_available, quantize_int8
 from mgm_omni.generation.sampling import SamplingConfig
 from mgm_omni.generation.speech_prompt import PromptRows, SpecialIds, tts_prompt_rows
 from mgm_omni.generation.speech_runner import SpeechLMRunner, speech_head
@@ -86,13 +86,19 @@ class SpeechGenerator:
     @classmethod
     def from_pretrained(cls, path_or_repo_id: str | os.PathLike, dtype: torch.dtype = torch.float32,
                         device: torch.device | str = "cpu", config: DecodeConfig | None = None,
-                        temperature: float | None = None, pack: bool | None = None) -> SpeechGenerator:
+                        temperature: float | None = None, pack: bool | None = None,
+                        quantize: str | None = None) -> SpeechGenerator:
         """Model, tokenizer and sampling settings of an official-format SpeechLM directory.
 
         Sampling comes from ``config`` if given, else from ``generation_config.json`` (top-k, top-p,
         repetition penalty) with ``temperature`` (default 0.3, the official CLI value); the effective
-        values are logged (spec §2.4). ``pack``: see the class.
+        values are logged (spec §2.4). ``pack``: see the class. ``quantize="int8"`` loads in float32 and
+        turns the backbone's and adapter's linear layers into int8 weight-only layers (CPU speed mode).
         """
+        if quantize not in (None, "int8"):
+            raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
+        if quantize:
+            dtype, pack = torch.float32, False
         root = resolve_pretrained(path_or_repo_id, allow_patterns=["*.json", "*.safetensors", "*.txt"])
         model = SpeechLM.from_pretrained(root, dtype=dtype, device=device)
         tokenizer = Tokenizer.from_dir(root)
@@ -103,6 +109,10 @@ class SpeechGenerator:
             gen_cfg = read_json(root / "generation_config.json") if (root / "generation_config.json").is_file() else {}
             sampling = SamplingConfig.from_generation_config(gen_cfg, 0.3 if temperature is None else temperature)
             config = DecodeConfig(sampling=sampling)
+        if quantize:
+            for stack in (model.model, model.tts_adapter):
+                if stack is not None:
+                    quantize_int8(stack)
         log.info("SpeechLM %s: sampling %s, delay rows %d", root, config.sampling, model.cfg.delay_rows)
         return cls(model, tokenizer, config, pack=pack)
 
