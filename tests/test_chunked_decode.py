@@ -14,6 +14,7 @@ from golden import golden_params
 from safetensors.torch import load_file
 
 from mgm_omni.generation.chunk_state import AbortCause, ChunkRules, ChunkState, RowKind, TokenText
+from mgm_omni.generation.native_build import available as native_available
 from mgm_omni.generation.chunked_decode import ChunkedDecoder, DecodeConfig, RetryPolicy
 from mgm_omni.generation.sampling import SamplingConfig
 from mgm_omni.generation.speech_generate import SpeechGenerator, SpeechRequest
@@ -38,8 +39,16 @@ def one_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture(scope="module", params=["pytorch-step", "native-step"])
+def step_engine(request):
+    """Every golden decode runs through both decode steps: PyTorch's and the native CPU step."""
+    if request.param == "native-step" and not native_available():
+        pytest.skip("native step unavailable (no C compiler?)")
+    return request.param
+
+
 @pytest.fixture(scope="module", params=golden_params(MARK))
-def golden(request):
+def golden(request, step_engine):
     """(root, {checkpoint: SpeechGenerator}) for the official tiny checkpoint and its eos variant."""
     root = request.param / "speechlm"
     ckpt = root / "MGM-Omni-TTS-tiny"
@@ -49,7 +58,10 @@ def golden(request):
     patch = load_file(str(root / "eos_variant_rows.safetensors"))  # the README's recipe: overwrite 4 rows
     with torch.no_grad():
         variant.model.embed_tokens.weight[patch["row_ids"].long()] = patch["rows"].float()
-    gens = {name: SpeechGenerator(m, tokenizer, GREEDY) for name, m in (("base", base), ("eos_variant", variant))}
+    native = step_engine == "native-step"
+    gens = {name: SpeechGenerator(m, tokenizer, GREEDY, native=native)
+            for name, m in (("base", base), ("eos_variant", variant))}
+    assert all((g.native is not None) == native for g in gens.values())
     return root, gens
 
 
@@ -368,7 +380,7 @@ def test_long_form_ten_minutes(golden):
 
 @pytest.mark.parametrize("gdir", golden_params(MARK))
 def test_generator_from_pretrained(gdir):
-    """Model, tokenizer and sampling settings from the checkpoint directory; bf16 on CPU packs weights."""
+    """Model, tokenizer and sampling settings from the checkpoint directory; on CPU the fast step is on."""
     root = gdir / "speechlm"
     d, req = _run(root, "base__en_markdown")
     gen = SpeechGenerator.from_pretrained(root / "MGM-Omni-TTS-tiny", temperature=0.0)
@@ -378,5 +390,6 @@ def test_generator_from_pretrained(gdir):
     assert out.rows == [tuple(r) for r in d["rows"][:40]]
     half = SpeechGenerator.from_pretrained(root / "MGM-Omni-TTS-tiny", dtype=torch.bfloat16, temperature=0.0)
     out = half.with_config(max_new_rows=40).generate(req)
-    assert half.packed == (half.model.lm_head.weight.device.type == "cpu")
+    assert (half.native is not None) == native_available()  # the native step when it builds ...
+    assert half.packed == (half.native is None)  # ... else oneDNN-packed weights
     assert [r[0] for r in out.rows] == [r[0] for r in d["rows"][:40]]  # text is forced; speech is bf16

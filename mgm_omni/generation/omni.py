@@ -30,7 +30,6 @@ from mgm_omni.generation.chunked_decode import ChunkAbort, DecodeConfig, RowEven
 from mgm_omni.generation.mllm import MLLM, SHARED_TEXT_IDS, TextDecodeConfig, TextStep
 from mgm_omni.generation.sampling import mark_seen, sample
 from mgm_omni.generation.speech_prompt import PromptRows, SpecialIds, omni_prompt_rows
-from mgm_omni.generation.speech_runner import SpeechLMRunner
 from mgm_omni.generation.token2wav import ReferencePrompt, StreamSchedule, Token2Wav
 from mgm_omni.generation.token_stream import VocoderTokenStream
 from mgm_omni.models.omni_lm import MediaFeatures, OmniInputError
@@ -115,8 +114,7 @@ class SpeechTrack:
     @classmethod
     def for_generator(cls, generator, prompt: PromptRows, config: DecodeConfig) -> SpeechTrack:
         """A track on a :class:`~mgm_omni.generation.speech_generate.SpeechGenerator`'s model and tokenizer."""
-        runner = SpeechLMRunner(generator.model, max_rows=config.max_cache_rows,
-                                initial_rows=config.initial_cache_rows or 512)
+        runner = generator.runner(max_rows=config.max_cache_rows, initial_rows=config.initial_cache_rows or 512)
         return cls(runner, prompt, generator.ids, generator.token_text, generator.cfg.delay_rows, config)
 
     def push_text(self, token: int) -> None:

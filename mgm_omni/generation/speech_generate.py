@@ -28,6 +28,9 @@ from mgm_omni.generation.chunked_decode import (
     generate_with_retry,
 )
 from mgm_omni.generation.cpu_linear import pack_linears, packing_available, quantize_int8
+from mgm_omni.generation.native_build import NativeUnavailable
+from mgm_omni.generation.native_build import available as native_available
+from mgm_omni.generation.native_step import NativeStep
 from mgm_omni.generation.sampling import SamplingConfig
 from mgm_omni.generation.speech_prompt import PromptRows, SpecialIds, tts_prompt_rows
 from mgm_omni.generation.speech_runner import SpeechLMRunner, speech_head
@@ -55,6 +58,21 @@ class StreamedRow:
     tokens: list[int]
 
 
+def native_step_for(model: SpeechLM, native: bool | str | None) -> NativeStep | None:
+    """The native decode step the ``native`` setting asks for (see :class:`SpeechGenerator`)."""
+    if native is False:
+        return None
+    if native is None:
+        if model.lm_head.weight.device.type != "cpu" or not native_available():
+            return None
+        try:
+            return NativeStep(model)
+        except NativeUnavailable as exc:
+            log.info("native decode step unavailable: %s", exc)
+            return None
+    return NativeStep(model, None if native is True else native)
+
+
 class SpeechGenerator:
     """A SpeechLM, its tokenizer and decode settings.
 
@@ -65,12 +83,16 @@ class SpeechGenerator:
         config: default decode settings.
         prompt_config: instruction strings of the TTS prompt.
         pack: compute with oneDNN-packed weights (``cpu_linear``): much faster one-row steps on CPU in
-            bfloat16. ``None`` = on for a bfloat16 CPU model. Packing swaps the model's linear layers in
-            place (inference only from then on).
+            bfloat16. ``None`` = on for a bfloat16 CPU model when the native step is not used. Packing
+            swaps the model's linear layers in place (inference only from then on).
+        native: run decode steps with the native CPU step (``native_step``): ``None`` = when it is
+            available (a CPU model and a C compiler; else the PyTorch step, logged), ``False`` = never,
+            ``True`` or a weight format (``"fp32"``, ``"bf16"``, ``"int8"``) = required.
     """
 
     def __init__(self, model: SpeechLM, tokenizer, config: DecodeConfig | None = None,
-                 prompt_config: TTSPromptConfig | None = None, pack: bool | None = None) -> None:
+                 prompt_config: TTSPromptConfig | None = None, pack: bool | None = None,
+                 native: bool | str | None = None) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.cfg: SpeechLMConfig = model.cfg
         self.config = config or DecodeConfig()
@@ -78,7 +100,10 @@ class SpeechGenerator:
         self.ids = SpecialIds.from_tokenizer(tokenizer, self.cfg)
         self.token_text = TokenText(tokenizer)
         weight = model.lm_head.weight
-        self.packed = packing_available(weight) and weight.dtype == torch.bfloat16 if pack is None else pack
+        self.native = native_step_for(model, native)
+        if pack is None:
+            pack = self.native is None and packing_available(weight) and weight.dtype == torch.bfloat16
+        self.packed = pack
         if self.packed:
             pack_linears(model, skip=("lm_head",))
         self.head = speech_head(model, self.packed)
@@ -87,18 +112,21 @@ class SpeechGenerator:
     def from_pretrained(cls, path_or_repo_id: str | os.PathLike, dtype: torch.dtype = torch.float32,
                         device: torch.device | str = "cpu", config: DecodeConfig | None = None,
                         temperature: float | None = None, pack: bool | None = None,
-                        quantize: str | None = None) -> SpeechGenerator:
+                        quantize: str | None = None, native: bool | str | None = None) -> SpeechGenerator:
         """Model, tokenizer and sampling settings of an official-format SpeechLM directory.
 
         Sampling comes from ``config`` if given, else from ``generation_config.json`` (top-k, top-p,
         repetition penalty) with ``temperature`` (default 0.3, the official CLI value); the effective
-        values are logged (spec §2.4). ``pack``: see the class. ``quantize="int8"`` loads in float32 and
-        turns the backbone's and adapter's linear layers into int8 weight-only layers (CPU speed mode).
+        values are logged (spec §2.4). ``pack``, ``native``: see the class. ``quantize="int8"`` decodes with
+        int8 weights (a CPU speed mode): through the native step where it builds (the model keeps
+        ``dtype`` for the prefill), else through PyTorch's dynamic int8 layers on a float32 model.
         """
         if quantize not in (None, "int8"):
             raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
         if quantize:
-            dtype, pack = torch.float32, False
+            native = "int8" if native is not False and torch.device(device).type == "cpu" and native_available() else False
+            if native is False:
+                dtype, pack = torch.float32, False
         root = resolve_pretrained(path_or_repo_id, allow_patterns=["*.json", "*.safetensors", "*.txt"])
         model = SpeechLM.from_pretrained(root, dtype=dtype, device=device)
         tokenizer = Tokenizer.from_dir(root)
@@ -109,21 +137,25 @@ class SpeechGenerator:
             gen_cfg = read_json(root / "generation_config.json") if (root / "generation_config.json").is_file() else {}
             sampling = SamplingConfig.from_generation_config(gen_cfg, 0.3 if temperature is None else temperature)
             config = DecodeConfig(sampling=sampling)
-        if quantize:
+        if quantize and native is False:
             for stack in (model.model, model.tts_adapter):
                 if stack is not None:
                     quantize_int8(stack)
         log.info("SpeechLM %s: sampling %s, delay rows %d", root, config.sampling, model.cfg.delay_rows)
-        return cls(model, tokenizer, config, pack=pack)
+        return cls(model, tokenizer, config, pack=pack, native=native)
 
     def prompt(self, request: SpeechRequest) -> PromptRows:
         """The prefill rows and text buffer of a request (raises ``SpeechPromptError`` on bad input)."""
         return tts_prompt_rows(self.tokenizer, self.cfg, request.text, request.reference_text,
                                request.reference_tokens, self.prompt_config)
 
+    def runner(self, runner_class: type[SpeechLMRunner] = SpeechLMRunner, *args, **kwargs) -> SpeechLMRunner:
+        """A fresh runner (caches) on this generator's model, head and native step."""
+        return runner_class(self.model, *args, head=self.head, native=self.native, **kwargs)
+
     def decoder(self) -> ChunkedDecoder:
         """A fresh engine (its own runner and caches) on this generator's model."""
-        return ChunkedDecoder(SpeechLMRunner(self.model, head=self.head), self.ids, self.token_text, self.config)
+        return ChunkedDecoder(self.runner(), self.ids, self.token_text, self.config)
 
     def stream(self, requests: SpeechRequest | Sequence[SpeechRequest],
                config: DecodeConfig | None = None) -> Iterator[StreamedRow]:

@@ -84,14 +84,17 @@ class SpeechLMRunner:
             without bound. The engine stops a request that reaches it (``finish_reason="cache_full"``).
         initial_rows: positions preallocated beyond the longest prompt; the caches double when full.
         head: speech head (``speech_head(model, pack)``); default: ``model.speech_logits``.
+        native: a :class:`~mgm_omni.generation.native_step.NativeStep` of ``model`` to run the decode
+            steps with (the prefill stays in PyTorch; both write the same caches).
     """
 
     def __init__(self, model: SpeechLM, max_rows: int | None = None, initial_rows: int = 512,
-                 head: Head | None = None) -> None:
+                 head: Head | None = None, native=None) -> None:
         if max_rows is not None and max_rows < 2:
             raise ValueError(f"max_rows must be >= 2, got {max_rows}")
         self.model = model
         self.head = head or model.speech_logits
+        self.native = native
         self.max_rows = max_rows
         self.initial_rows = initial_rows
         # Rows a request may still add (the engine sets max_new_rows): the caches never grow past
@@ -166,6 +169,10 @@ class SpeechLMRunner:
         top = max(self.positions)
         if self.max_rows is not None and top >= self.max_rows:
             raise CacheBoundError(f"cache bound max_rows={self.max_rows} reached")
+        if self.native is not None:
+            logits = self.native(rows, self.positions, self.caches)
+            self.positions = [p + 1 for p in self.positions]
+            return logits
         cos, sin = self._rope_table(top + 1)
         if all(p == top for p in self.positions):
             cache_pos: int | torch.Tensor = top

@@ -39,8 +39,8 @@ class QueueFull(RuntimeError):
 class CancellableRunner(SpeechLMRunner):
     """A runner whose ``room`` is False for cancelled jobs, so the decoder drops them from the batch."""
 
-    def __init__(self, model, jobs: list[SpeechJob]) -> None:
-        super().__init__(model)
+    def __init__(self, model, jobs: list[SpeechJob], **kwargs) -> None:
+        super().__init__(model, **kwargs)
         self.jobs = jobs
         self.active = list(range(len(jobs)))  # job index of each batch slot, as the decoder keeps them
 
@@ -162,7 +162,7 @@ class SpeechEngine:
         for job in batch:
             job.stats.queued_s = started - job.submitted
             job.stats.batch_size = len(batch)
-        runner = CancellableRunner(gen.model, batch)
+        runner = gen.runner(CancellableRunner, batch)
         decoder = ChunkedDecoder(runner, gen.ids, gen.token_text, gen.config)
         streams = [VocoderTokenStream(gen.ids, gen.cfg.delay_rows) for _ in batch]
         config: DecodeConfig = gen.config
