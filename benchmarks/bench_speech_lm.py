@@ -21,8 +21,12 @@ The official-equivalent step (``--proxy``) rebuilds the official step from ``tra
 and adapter, full 177,924-row output layer) with the same weights, timed in the same process, so the two
 see the same machine load.
 
+``--step`` picks the decode step: ``native`` (the default engine path on CPU: ``generation/native_step.py``,
+weights in the model dtype), ``native-int8`` (int8 weights), or ``torch`` (PyTorch ops, oneDNN-packed bf16
+weights unless ``--no-pack``). Several may be given; each is timed in the same process.
+
 Usage: ``.venv/bin/python benchmarks/bench_speech_lm.py [--threads 1 2] [--sizes tiny 0.6b] [--rows 60]
-[--attention sdpa manual] [--proxy] [--no-pack]``
+[--step native native-int8 torch] [--attention sdpa manual] [--proxy] [--no-pack]``
 """
 
 from __future__ import annotations
@@ -125,14 +129,14 @@ def manual_decode_attention():
     return types.SimpleNamespace(**{**vars(F), "scaled_dot_product_attention": sdpa})
 
 
-def engine_run(model: SpeechLM, rows: int, pack: bool) -> list[float]:
+def engine_run(model: SpeechLM, rows: int, pack: bool, native=None) -> list[float]:
     """Row intervals (s) of one greedy engine decode."""
     k = model.num_slots
     ids = SpecialIds(151643, 151645, TEXT_SIZE - 3, TEXT_SIZE - 2, TEXT_SIZE - 1, SPEECH_SIZE - 2, SPEECH_SIZE - 1)
     prompt = torch.full((60, k + 1), SPEECH_SIZE - 1)
     prompt[:, 0] = torch.arange(1000, 1060)
     buffer = [13 if i % 12 == 11 else 2000 + i for i in range(400)]
-    runner = SpeechLMRunner(model, head=speech_head(model, pack))
+    runner = SpeechLMRunner(model, head=speech_head(model, pack), native=native)
     dec = ChunkedDecoder(runner, ids, TokenText(ToyTokenizer()),
                          DecodeConfig(sampling=SamplingConfig(temperature=0.0), max_new_rows=rows))
     stamps, out = [], []
@@ -143,13 +147,14 @@ def engine_run(model: SpeechLM, rows: int, pack: bool) -> list[float]:
     return [b - a for a, b in zip(stamps, stamps[1:])]  # excludes the prefill
 
 
-def compare_k(models: dict[int, SpeechLM], rows: int, pack: bool, rounds: int = 3) -> dict[int, dict]:
+def compare_k(models: dict[int, SpeechLM], rows: int, pack: bool, natives: dict | None = None,
+              rounds: int = 3) -> dict[int, dict]:
     """Engine runs of k = 4 and k = 1 alternated in rounds, so both see the same machine load; the median
     row interval is robust to other processes stealing the CPU now and then."""
     intervals: dict[int, list[float]] = {4: [], 1: []}
     for _ in range(rounds):
         for k in (4, 1):
-            intervals[k] += engine_run(models[k], max(2, rows // rounds), pack)
+            intervals[k] += engine_run(models[k], max(2, rows // rounds), pack, (natives or {}).get(k))
     out = {}
     for k, ts in intervals.items():
         per_row = statistics.median(ts)
@@ -165,12 +170,12 @@ def rows_per_audio_second(k: int, delay: int = 4, chunk_seconds: float = 18.0) -
     return 25 / k + (delay + 2) / chunk_seconds
 
 
-def step_time(model: SpeechLM, pack: bool, ctx: int = 60, n: int = 20) -> tuple[float, float]:
+def step_time(model: SpeechLM, pack: bool, ctx: int = 60, n: int = 20, native=None) -> tuple[float, float]:
     """Median wall and CPU seconds of a bare decode step (no sampling, no state machine) at ``ctx`` cached
     rows. With one thread on a shared machine the CPU time leaves out the time other processes held the
     core (not their use of the memory bus)."""
     k = model.num_slots
-    runner = SpeechLMRunner(model, head=speech_head(model, pack))
+    runner = SpeechLMRunner(model, head=speech_head(model, pack), native=native)
     prompt = torch.full((ctx, k + 1), SPEECH_SIZE - 1)
     prompt[:, 0] = 1000
     runner.start([prompt])
@@ -242,10 +247,13 @@ def official_proxy_step_time(model: SpeechLM, ctx: int = 60, n: int = 20) -> tup
     return statistics.median(wall), statistics.median(cpu)
 
 
-def bytes_per_step(model: SpeechLM, ctx: int) -> int:
-    """Weights a step must read (all linear layers, the speech rows of lm_head, norms) plus the KV cache."""
+def bytes_per_step(model: SpeechLM, ctx: int, weight_bytes: float | None = None) -> int:
+    """Weights a step must read (all linear layers, the speech rows of lm_head, norms) plus the KV cache;
+    ``weight_bytes``: bytes per decoder weight (1 for int8; the head stays 2-byte bf16 there)."""
     size = model.lm_head.weight.element_size()
     n = sum(p.numel() for name, p in model.named_parameters() if "embed_tokens" not in name and "lm_head" not in name)
+    if weight_bytes is not None:
+        n = int(n * weight_bytes / size)
     n += model.speech_head_weight.numel() + (model.num_slots + 1) * model.cfg.hidden_size
     kv = 0
     for stack in (model.model, model.tts_adapter):
@@ -268,12 +276,22 @@ def _timed(fn) -> float:
     return time.perf_counter() - t
 
 
+def build_natives(models: dict[int, SpeechLM], step: str) -> dict[int, object] | None:
+    if step == "torch":
+        return None
+    from mgm_omni.generation.native_step import NativeStep
+
+    return {k: NativeStep(m, "int8" if step == "native-int8" else None) for k, m in models.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, nargs="+", default=[2])
     ap.add_argument("--sizes", nargs="+", default=["tiny", "0.6b"], choices=list(SIZES))
     ap.add_argument("--rows", type=int, default=60, help="rows per 0.6b run (tiny runs 20x as many)")
-    ap.add_argument("--attention", nargs="+", default=["sdpa", "manual"], choices=["sdpa", "manual"])
+    ap.add_argument("--step", nargs="+", default=["native", "torch"], choices=["native", "native-int8", "torch"])
+    ap.add_argument("--attention", nargs="+", default=["sdpa"], choices=["sdpa", "manual"],
+                    help="one-query attention of the torch step")
     ap.add_argument("--proxy", action="store_true",
                     help="also time an official-equivalent step built from transformers (same process)")
     ap.add_argument("--no-pack", action="store_true", help="bf16: plain F.linear instead of packed oneDNN weights")
@@ -283,39 +301,48 @@ def main() -> None:
         dtype = DTYPES[size]
         t0 = time.perf_counter()
         models = build_pair(size, dtype)
-        pack = dtype == torch.bfloat16 and not args.no_pack
+        pack = dtype == torch.bfloat16 and not args.no_pack and "torch" in args.step
         if pack:
             for m in models.values():
                 pack_linears(m)
-        print(f"\n== {size} ({dtype}, built in {time.perf_counter() - t0:.0f} s, packed weights: {pack}); "
-              f"official: {OFFICIAL[size]}")
+        print(f"\n== {size} ({dtype}, built in {time.perf_counter() - t0:.0f} s); official: {OFFICIAL[size]}")
         rows = args.rows * (20 if size == "tiny" else 1)
-        for attention in args.attention:
-            layers.F = manual_decode_attention() if attention == "manual" else original_f
-            for threads in args.threads:
-                torch.set_num_threads(threads)
-                res = compare_k(models, rows, pack)
-                for k, r in res.items():
-                    print(f"  attn={attention:6s} threads={threads} k={k}: {r['ms_row']:7.2f} ms/row  "
-                          f"{r['rows_s']:7.1f} rows/s  {r['tok_s']:7.1f} tokens/s  "
-                          f"{r['wall_per_audio_s']:.3f} s per audio s")
-                ratio = res[1]["wall_per_audio_s"] / res[4]["wall_per_audio_s"]
-                print(f"  attn={attention:6s} threads={threads} speed-up k=4 over k=1 per second of audio: "
-                      f"{ratio:.2f}x (goal >= 3.5)")
-                if args.proxy and attention == args.attention[0]:
-                    ours, proxy = step_time(models[4], pack), official_proxy_step_time(models[4])
-                    print(f"  threads={threads} official-equivalent step (transformers, full lm_head): "
-                          f"{proxy[0] * 1e3:.2f} ms (cpu {proxy[1] * 1e3:.2f}) vs ours {ours[0] * 1e3:.2f} ms "
-                          f"(cpu {ours[1] * 1e3:.2f}) -> {proxy[0] / ours[0]:.2f}x wall, {proxy[1] / ours[1]:.2f}x cpu")
-                if size == "0.6b":
-                    step, cpu = step_time(models[4], pack)
-                    need = bytes_per_step(models[4], 60)
-                    bw = read_bandwidth()
-                    bound = need / 1e9 / bw
-                    print(f"  attn={attention:6s} threads={threads} bare step {step * 1e3:.1f} ms (cpu "
-                          f"{cpu * 1e3:.1f} ms); a step reads {need / 1e9:.2f} GB; read bandwidth {bw:.1f} GB/s -> "
-                          f"bound {bound * 1e3:.1f} ms (step = {step / bound:.2f}x the bound)")
-        layers.F = original_f
+        proxy_wall: dict[int, float] = {}
+        for step_kind in args.step:
+            natives = build_natives(models, step_kind)
+            for attention in (args.attention if step_kind == "torch" else ["-"]):
+                layers.F = manual_decode_attention() if attention == "manual" else original_f
+                label = f"step={step_kind}" + (f"{'/packed' if pack else ''} attn={attention}" if step_kind == "torch" else "")
+                for threads in args.threads:
+                    torch.set_num_threads(threads)
+                    res = compare_k(models, rows, pack, natives)
+                    for k, r in res.items():
+                        print(f"  {label} threads={threads} k={k}: {r['ms_row']:7.2f} ms/row  "
+                              f"{r['rows_s']:7.1f} rows/s  {r['tok_s']:7.1f} tokens/s  "
+                              f"{r['wall_per_audio_s']:.3f} s per audio s")
+                    ratio = res[1]["wall_per_audio_s"] / res[4]["wall_per_audio_s"]
+                    print(f"  {label} threads={threads} speed-up k=4 over k=1 per second of audio: "
+                          f"{ratio:.2f}x (goal >= 3.5)")
+                    native4 = natives[4] if natives else None
+                    if args.proxy:
+                        if threads not in proxy_wall:
+                            proxy = official_proxy_step_time(models[4])
+                            proxy_wall[threads] = proxy[0]
+                            print(f"  threads={threads} official-equivalent step (transformers, full lm_head): "
+                                  f"{proxy[0] * 1e3:.2f} ms (cpu {proxy[1] * 1e3:.2f})")
+                        ours = step_time(models[4], pack, native=native4)
+                        print(f"  {label} threads={threads} bare step {ours[0] * 1e3:.2f} ms -> official-equivalent "
+                              f"/ ours = {proxy_wall[threads] / ours[0]:.2f}x")
+                    if size == "0.6b":
+                        step, cpu = step_time(models[4], pack, native=native4)
+                        need = bytes_per_step(models[4], 60, 1 if step_kind == "native-int8" else None)
+                        bw = read_bandwidth()
+                        bound = need / 1e9 / bw
+                        print(f"  {label} threads={threads} bare step {step * 1e3:.1f} ms (cpu {cpu * 1e3:.1f} ms); "
+                              f"a step reads {need / 1e9:.2f} GB; read bandwidth {bw:.1f} GB/s -> "
+                              f"bound {bound * 1e3:.1f} ms (step = {step / bound:.2f}x the bound)")
+            layers.F = original_f
+            del natives
         del models
 
 
