@@ -59,7 +59,7 @@ def _loader() -> type[yaml.SafeLoader]:
         return _Ref(loader.construct_scalar(node))
 
     for kind in ("new", "name", "apply"):
-        Loader.add_multi_constructor(f"!{kind}:", lambda l, s, n, k=kind: tagged(l, f"{k}:{s}", n))
+        Loader.add_multi_constructor(f"!{kind}:", lambda loader, s, n, k=kind: tagged(loader, f"{k}:{s}", n))
     Loader.add_constructor("!ref", ref)
     Loader.add_constructor("!copy", ref)
     return Loader

@@ -152,7 +152,9 @@ def test_tone_peaks_in_the_right_mel_bin():
     for hz in (300.0, 1000.0, 3000.0, 6000.0):
         t = torch.arange(SR) / SR
         feats = kaldi_fbank(0.5 * torch.sin(2 * math.pi * hz * t))
-        mel = lambda f: 1127.0 * math.log(1 + f / 700.0)
+        def mel(f):
+            return 1127.0 * math.log(1 + f / 700.0)
+
         step = (mel(SR / 2) - mel(20.0)) / 81
         centres = [mel(20.0) + (b + 1) * step for b in range(80)]
         expected = min(range(80), key=lambda b: abs(centres[b] - mel(hz)))
