@@ -156,3 +156,24 @@ def test_disabled_and_failed_builds_raise_clear_errors(monkeypatch, tmp_path):
         assert not list((tmp_path / "native").glob("*.so"))  # nothing half-built left behind
     finally:
         native_build.load_library.cache_clear()
+
+
+def test_rebinds_every_layer_when_a_new_cache_reuses_some_addresses():
+    """A new cache can get some of a freed cache's blocks back from the allocator (its first layer's keys and
+    last layer's values, say) and not others: the step must then point every layer at the new storage, or
+    it reads and writes freed memory (seen as corrupt rows when another thread reused that memory)."""
+    from mgm_omni.generation.kv_cache import KVCache
+
+    model = random_speech_lm(small_cfg(adapter=None), seed=1)
+    cfg = model.cfg
+    step = _native(model, threads=2)
+    shape = (cfg.num_hidden_layers, 1, cfg.num_key_value_heads, cfg.dim_per_head, 8)
+    first, second = KVCache(*shape), KVCache(*shape)
+    second.k[0], second.v[-1] = first.k[0], first.v[-1]  # the blocks the allocator handed back
+    row = random_rows(cfg, 1, 1, seed=5)[0]
+    step(row, [0], (first, None))
+    step(row, [0], (second, None))
+    for layer, c in enumerate(step.backbone.layers):
+        assert (c.k_cache, c.v_cache) == (second.k[layer].data_ptr(), second.v[layer].data_ptr())
+    for layer in range(1, cfg.num_hidden_layers):  # the new storage got this step's keys, equal to the first's
+        assert second.k[layer][0, :, 0].abs().sum() > 0 and torch.equal(second.k[layer], first.k[layer])

@@ -33,8 +33,10 @@ def test_stream_is_incremental_and_renders_every_token(tiny_cache):
     assert audio.shape[0] == result.tokens * 960 and result.tokens > 0
     # HiFT clips at 0.99; the official Hamming cross-fade halves sum to at most 1.08
     assert np.isfinite(audio).all() and np.abs(audio).max() <= 0.99 * 1.08 + 1e-6
-    # greedy decoding and a seeded vocoder: the same text gives the same audio again
-    torch.manual_seed(0)
+    # greedy decoding and a vocoder seeded per stream: the same text gives the same audio again, whatever
+    # state torch's global RNG is in (other threads may be drawing from it)
+    torch.manual_seed(12345)
+    torch.rand(100)
     again = pipe.synthesize(TEXT)
     assert np.array_equal(again.audio, audio)
 

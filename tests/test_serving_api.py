@@ -62,7 +62,8 @@ def reference_audio(tiny_cache):
     from mgm_omni.generation.pipeline import TTSPipeline
 
     pipe = TTSPipeline.load(temperature=0.0, max_rows=MAX_ROWS)
-    torch.manual_seed(0)  # the server seeds each job's vocoder noise with ServingConfig.seed = 0
+    # the pipeline seeds its vocoder noise with its decode seed (0), as the server does each job's
+    # (ServingConfig.seed = 0)
     return to_pcm16(pipe.synthesize(TEXT).audio)
 
 

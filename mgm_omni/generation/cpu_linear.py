@@ -12,15 +12,31 @@ weights (pack again), and they cost one extra copy of the linear weights in memo
 
 from __future__ import annotations
 
+import functools
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
 def packing_available(weight: torch.Tensor) -> bool:
-    """Whether ``weight`` can use the packed path (a float32/bfloat16 CPU tensor, oneDNN present)."""
-    return (weight.device.type == "cpu" and weight.dtype in (torch.float32, torch.bfloat16)
-            and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+    """Whether ``weight`` can use the packed path: a float32/bfloat16 CPU tensor, oneDNN present, and this
+    CPU able to run oneDNN's kernel for that dtype (bf16 packing needs AVX-512 BF16/BW or AVX-NE-CONVERT;
+    without them ``_reorder_linear_weight`` raises, so the answer comes from packing a small probe once)."""
+    if weight.device.type != "cpu" or weight.dtype not in (torch.float32, torch.bfloat16):
+        return False
+    return _packing_works(weight.dtype)
+
+
+@functools.cache
+def _packing_works(dtype: torch.dtype) -> bool:
+    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
+        return False
+    try:
+        probe = torch.ones(8, 16, dtype=dtype)
+        out = packed_linear(torch.ones(1, 16, dtype=dtype), pack_weight(probe))
+    except RuntimeError:
+        return False
+    return out.shape == (1, 8) and bool((out.float() == 16.0).all())
 
 
 def pack_weight(weight: torch.Tensor) -> torch.Tensor:

@@ -125,8 +125,12 @@ class _NativeStack:
         self.work = torch.empty(0)
 
     def bind(self, cache: KVCache, batch: int) -> None:
-        """Point the layers at ``cache``'s storage (again only after it was replaced or grew)."""
-        key = (cache.k[0].data_ptr(), cache.v[-1].data_ptr(), cache.capacity, batch)
+        """Point the layers at ``cache``'s storage (again only after it was replaced or grew).
+
+        The key holds every layer's storage address: a new cache can reuse some addresses of a freed one
+        (the allocator hands the same blocks back), so checking a few layers would leave the others
+        pointing at freed memory that another thread may be writing."""
+        key = (tuple(t.data_ptr() for t in cache.k), tuple(t.data_ptr() for t in cache.v), cache.capacity, batch)
         if key == self._bound:
             return
         if cache.k[0].dtype not in (torch.float32, torch.bfloat16):

@@ -120,7 +120,10 @@ class TTSPipeline:
         request = SpeechRequest(text, self.reference_text, self.reference.tokens[0].tolist())
         result = TTSResult(np.zeros(0, np.float32), SAMPLE_RATE)
         self.last = result
-        state = self.token2wav.start(self.reference, self.schedule)
+        # The vocoder's source noise comes from the stream's own generator seeded like the decoder (torch's
+        # global RNG only when the seed is None): the same text and seed give the same audio, whatever other
+        # threads do with the global RNG meanwhile (a server's renderer seeds its jobs the same way).
+        state = self.token2wav.start(self.reference, self.schedule, seed=self.generator.config.seed)
         start = time.perf_counter()
         vocoder = 0.0
         chunks: list[np.ndarray] = []

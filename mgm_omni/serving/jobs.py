@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from mgm_omni.generation.speech_prompt import PromptRows
 from mgm_omni.generation.token2wav import ReferencePrompt
@@ -49,8 +48,8 @@ class SpeechJob:
         prompt: the SpeechLM prefill rows and text buffer.
         voice: the flow prompt of the voice.
         sample_rate: of the audio chunks.
-        seed: seeds this job's vocoder noise (HiFT draws from torch's global RNG; the engine swaps a
-            per-job RNG state in around each render, so a job's audio does not depend on its neighbours).
+        seed: seeds this job's vocoder noise (its stream's own generator, so a job's audio does not depend
+            on its neighbours or on torch's global RNG).
         loop: the event loop of an asyncio consumer, if any.
     """
 
@@ -58,7 +57,7 @@ class SpeechJob:
                  loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.id = f"speech-{next(_ids)}"
         self.prompt, self.voice, self.sample_rate = prompt, voice, sample_rate
-        self.rng_state = torch.Generator().manual_seed(seed).get_state()
+        self.seed = seed
         self.stats = JobStats()
         self.submitted = time.perf_counter()
         self._items: collections.deque = collections.deque()

@@ -6,8 +6,9 @@ the one whose audio is least ahead of real time (audio seconds delivered minus s
 submitted): a new request's first hop goes before an older stream that has audio buffered, which keeps
 the time to first audio low under load without starving running streams.
 
-HiFT draws its noise from torch's global RNG; each job's own RNG state is swapped in around its renders,
-so a job's audio does not depend on which other jobs ran (there is exactly one render thread).
+Each job's stream draws HiFT's source noise from its own generator seeded with the job's seed (never torch's
+global RNG, which other threads and other engines in the process share), so a job's audio does not depend on
+which other jobs ran, in this renderer or any other.
 """
 
 from __future__ import annotations
@@ -120,16 +121,10 @@ class StreamRenderer:
     def _render(self, job: SpeechJob, tokens: list[int], ended: bool) -> list:
         state = self._states.get(job.id)
         if state is None:
-            state = self._states[job.id] = self.token2wav.start(job.voice, self.schedule)
-        saved = torch.get_rng_state()
-        torch.set_rng_state(job.rng_state)
-        try:
-            with torch.inference_mode():
-                job.stats.tokens += len(tokens)
-                chunks = self.token2wav.push(state, tokens) if tokens else []
-                if ended:
-                    chunks.append(self.token2wav.flush(state))
-        finally:
-            job.rng_state = torch.get_rng_state()
-            torch.set_rng_state(saved)
+            state = self._states[job.id] = self.token2wav.start(job.voice, self.schedule, seed=job.seed)
+        with torch.inference_mode():
+            job.stats.tokens += len(tokens)
+            chunks = self.token2wav.push(state, tokens) if tokens else []
+            if ended:
+                chunks.append(self.token2wav.flush(state))
         return chunks
