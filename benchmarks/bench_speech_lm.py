@@ -55,7 +55,7 @@ sys.path.insert(0, str(ROOT))
 from mgm_omni.config import SpeechLMConfig  # noqa: E402
 from mgm_omni.generation.chunk_state import TokenText  # noqa: E402
 from mgm_omni.generation.chunked_decode import ChunkedDecoder, DecodeConfig  # noqa: E402
-from mgm_omni.generation.cpu_linear import pack_linears  # noqa: E402
+from mgm_omni.generation.cpu_linear import pack_linears, packing_available  # noqa: E402
 from mgm_omni.generation.sampling import SamplingConfig  # noqa: E402
 from mgm_omni.generation.speech_prompt import PromptRows, SpecialIds  # noqa: E402
 from mgm_omni.generation.speech_runner import SpeechLMRunner, speech_head  # noqa: E402
@@ -301,7 +301,8 @@ def main() -> None:
         dtype = DTYPES[size]
         t0 = time.perf_counter()
         models = build_pair(size, dtype)
-        pack = dtype == torch.bfloat16 and not args.no_pack and "torch" in args.step
+        pack = (dtype == torch.bfloat16 and not args.no_pack and "torch" in args.step
+                and packing_available(models[4].lm_head.weight))  # bf16 packing needs AVX-512 / AVX-NE-CONVERT
         if pack:
             for m in models.values():
                 pack_linears(m)
