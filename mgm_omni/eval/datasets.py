@@ -81,16 +81,19 @@ def _mark_duplicates(items: list[EvalItem]) -> list[EvalItem]:
     return items
 
 
-def read_jsonl(path: Path, split: str, language: str | None = None) -> EvalSplit:
-    """Records ``{id, text, text_norm?, language?, audio?, ref_audio?, ref_text?}``, one per line."""
-    items: list[EvalItem] = []
+def _numbered_lines(path: Path) -> list[tuple[int, str]]:
+    """(1-based line number, line) of a UTF-8 text file, blank lines left out."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"cannot read {path}: {exc}") from exc
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    return [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
+
+
+def read_jsonl(path: Path, split: str, language: str | None = None) -> EvalSplit:
+    """Records ``{id, text, text_norm?, language?, audio?, ref_audio?, ref_text?}``, one per line."""
+    items: list[EvalItem] = []
+    for n, line in _numbered_lines(path):
         where = f"{path.name} line {n}"
         try:
             rec = json.loads(line)
@@ -122,13 +125,7 @@ def read_jsonl(path: Path, split: str, language: str | None = None) -> EvalSplit
 def read_seed_tts_list(path: Path, split: str, language: str | None = None) -> EvalSplit:
     """seed-tts-eval ``id|ref_text|ref_audio|text`` lines; ``ref_audio`` is relative to the list's folder."""
     items: list[EvalItem] = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"cannot read {path}: {exc}") from exc
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    for n, line in _numbered_lines(path):
         fields = line.rstrip("\n").split("|")
         if len(fields) != 4:
             rid = fields[0].strip() or f"{split}-line{n}"
