@@ -51,7 +51,11 @@ class StreamSchedule:
     Args:
         first_hop: minimum first hop in tokens; it is extended so that prompt + hop ends on the chunk grid.
         hop_growth: each later hop is the previous one times this.
-        max_hop: cap on later hops (multiple of ``grid``).
+        max_hop: cap on later hops (multiple of ``grid``). Every render re-runs the flow over the held
+            context, so fewer, larger hops cost less in total; doubling hops never starve playback while
+            the SpeechLM is faster than real time (each hop's audio lasts as long as the audio before it).
+            Measured (tiny decoder, 60 s stream): cap 800 costs 0.26-0.27 compute s per audio s, cap 200
+            0.63-0.72; the first packet is the same.
         grid: the flow's streaming chunk size in tokens (hop boundaries stay on it).
         lookahead: tokens after the hop the flow sees as right context.
         context_tokens: re-anchor the flow context once this many tokens are held (official: 6000).
@@ -63,7 +67,7 @@ class StreamSchedule:
 
     first_hop: int = 25
     hop_growth: int = 2
-    max_hop: int = 200
+    max_hop: int = 800
     grid: int = 25
     lookahead: int = 3
     context_tokens: int = 6000
