@@ -12,7 +12,6 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 from serving_fixtures import TEXT, ScriptedBackend, pcm16, preset_clip, wav_bytes
 
 from mgm_omni.serving.audio_codec import to_pcm16
