@@ -1,5 +1,5 @@
 """Text front-end: tokenizer parity (tokenizer.json vs vocab+merges vs transformers vs golden ids),
-chat prompts against the official golden prompts, sentence/skip/CJK rules, bad input."""
+golden chat prompts and chunk text, placeholders, bad input (templates: test_chat_prompts.py; rules: test_text_rules.py)."""
 
 from __future__ import annotations
 
@@ -16,20 +16,11 @@ from golden import find_golden, golden_params, golden_root
 from mgm_omni.text import (
     AUDIO_START,
     SPEECH_TOKEN_INDEX,
-    ZH_PRE_PROMPT_CLI,
-    ZH_PRE_PROMPT_EVAL,
-    ChatTemplate,
     PromptError,
-    TextError,
     Tokenizer,
     TokenizerError,
-    TTSPromptConfig,
-    contains_cjk,
-    finish_reference_transcript,
-    is_cjk_char,
     is_sentence_end,
     is_skippable,
-    load_t2s_converter,
     mllm_prompt,
     mllm_user_content,
     omni_tts_prompt,
@@ -262,47 +253,7 @@ def test_golden_chunk_text_follows_sentence_rules(path):
     assert sum(map(len, expected)) <= len(run["text_tokens_buffer"])
 
 
-# ---------------------------------------------------------------- chat templates
-
-
-def test_tts_prompt_pre_prompt_choice_and_variants():
-    base = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
-    tail = (
-        "<|audio_start|><speech><|audio_end|>\n<|im_end|>\n"
-        "<|im_start|>assistant\n<|audio_start|>Hi.<|im_end|>\n"
-    )
-    assert (
-        tts_prompt("Hello there.", "Hi.")
-        == base + "Respond with the tone of the reference audio clip." + tail
-    )
-    assert tts_prompt("你好。", "Hi.") == base + ZH_PRE_PROMPT_CLI + tail
-    # Only the reference transcript decides, not the target; kana alone is not "CJK" per the spec.
-    assert ZH_PRE_PROMPT_CLI not in tts_prompt("Hello", "你好")
-    assert ZH_PRE_PROMPT_CLI not in tts_prompt("こんにちは", "Hi.")
-    evals = TTSPromptConfig(pre_prompt_zh=ZH_PRE_PROMPT_EVAL)
-    assert tts_prompt("你好。", "Hi.", evals) == base + "使用提供的音频片段的语气回复。" + tail
-    omni = omni_tts_prompt("Hello there.")
-    assert omni.endswith("<|im_end|>\n<|im_start|>assistant\n<|audio_start|>")
-    assert tts_prompt("Hello there.", "Hi.").startswith(omni)
-
-
-def test_mllm_prompt_multi_turn_with_media():
-    first = mllm_user_content("What is shown?", image=True)
-    assert first == "<|vision_start|><image><|vision_end|>\nWhat is shown?"
-    assert mllm_user_content("Summarise.", speech=True) == "<speech>\nSummarise."
-    assert mllm_user_content(speech=True) == "<speech>"
-    assert mllm_user_content(video=True, speech=True) == "<|vision_start|><image><|vision_end|>\n<speech>"
-    history = [("user", first), ("assistant", "A cat."), ("user", "What colour?")]
-    assert mllm_prompt(history) == (
-        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-        "<|im_start|>user\n<|vision_start|><image><|vision_end|>\nWhat is shown?<|im_end|>\n"
-        "<|im_start|>assistant\nA cat.<|im_end|>\n"
-        "<|im_start|>user\nWhat colour?<|im_end|>\n<|im_start|>assistant\n"
-    )
-    assert (
-        mllm_prompt([("user", "hi")], system_prompt=None)
-        == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
-    )
+# ---------------------------------------------------------------- placeholders
 
 
 def test_tokenize_with_placeholders(tok):
@@ -318,87 +269,6 @@ def test_tokenize_with_placeholders(tok):
     assert tokenize_with_placeholders("<speech>", tok, {}) == tok.encode("<speech>")
     with pytest.raises(PromptError, match="negative id"):
         tokenize_with_placeholders("x", tok, {"<speech>": 5})
-
-
-def test_prompt_bad_input():
-    with pytest.raises(PromptError, match="empty"):
-        tts_prompt("Hello.", "   ")
-    with pytest.raises(PromptError, match="placeholder"):
-        tts_prompt("Hello.", "say <speech> now")
-    with pytest.raises(PromptError, match="placeholder"):
-        omni_tts_prompt("a <image> b")
-    with pytest.raises(PromptError, match="must be str"):
-        tts_prompt(None, "hi")
-    with pytest.raises(PromptError, match="not both"):
-        mllm_user_content("x", image=True, video=True)
-    with pytest.raises(PromptError, match="empty user turn"):
-        mllm_user_content("")
-    with pytest.raises(PromptError, match="end with a user turn"):
-        mllm_prompt([("user", "q"), ("assistant", "a")])
-    with pytest.raises(PromptError, match="unknown role"):
-        ChatTemplate().render([("robot", "x")])
-    with pytest.raises(PromptError, match="system prompt"):
-        ChatTemplate().render([("system", "x")])
-    with pytest.raises(PromptError, match="pre_prompt_zh"):
-        TTSPromptConfig(pre_prompt_zh=None)
-
-
-# ---------------------------------------------------------------- rules
-
-
-def test_sentence_end():
-    for text in [".", ".\n\n", "?", "!", ";", "。", "？", "！", "；", "...", "\n", "\n\n", " world\n", "。”"]:
-        assert is_sentence_end(text), text
-    for text in ["", " world", "Mr", ",", "，", "：", " .", "a.", "\r", "”。"]:
-        assert not is_sentence_end(text), text
-
-
-def test_skippable():
-    for text in ["", " ", "\n", "\n\n", "**", "##", " #", "*\n", "  \n*#"]:
-        assert is_skippable(text), repr(text)
-    for text in ["\t", "\r\n", "-", " a", "**Traffic", "。", "\u3000"]:
-        assert not is_skippable(text), repr(text)
-
-
-def test_cjk():
-    assert contains_cjk("abc 中 def") and contains_cjk("\u4e00") and contains_cjk("\u9fff")
-    assert not contains_cjk("") and not contains_cjk("こんにちは 안녕") and not contains_cjk("\u3400")
-    for ch in "中\u3400あアㄱ가\uf900\U00020000":
-        assert is_cjk_char(ch), hex(ord(ch))
-    for ch in "a1 ，。!é\u3000":
-        assert not is_cjk_char(ch), hex(ord(ch))
-    with pytest.raises(TextError, match="one character"):
-        is_cjk_char("ab")
-
-
-def test_finish_reference_transcript():
-    assert finish_reference_transcript(" hello world") == "Hello world."
-    assert finish_reference_transcript("Is it?") == "Is it?"
-    assert finish_reference_transcript(" wow!") == "Wow!"
-    assert finish_reference_transcript("ok.  ") == "Ok."
-    assert finish_reference_transcript(" 今天天气很好") == "今天天气很好。"
-    assert finish_reference_transcript("你好吗？") == "你好吗？"
-    assert finish_reference_transcript("Hello 世界.") == "Hello 世界.。"  # CJK rule wins, as officially
-    assert (
-        finish_reference_transcript("今天天氣很好", to_simplified=lambda s: s.replace("氣", "气"))
-        == "今天天气很好。"
-    )
-    assert finish_reference_transcript("abc", to_simplified=lambda s: "X") == "Abc."  # latin text: no t2s
-    for bad in ["", "  \n "]:
-        with pytest.raises(TextError, match="empty"):
-            finish_reference_transcript(bad)
-    with pytest.raises(TextError, match="must be str"):
-        finish_reference_transcript(b"bytes")
-
-
-def test_t2s_converter_if_installed():
-    convert = load_t2s_converter()
-    if convert is None:
-        pytest.skip("opencc not installed (optional): Traditional->Simplified conversion is off")
-    assert (
-        finish_reference_transcript("今天天氣很好,我們一起去公園散步吧", convert)
-        == "今天天气很好,我们一起去公园散步吧。"
-    )
 
 
 # ---------------------------------------------------------------- bad input, big input
