@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mgm_omni.audio import whisper_features  # noqa: E402
-from mgm_omni.generation.long_audio import encode_long_audio  # noqa: E402
+from mgm_omni.generation.mllm.long_audio import encode_long_audio  # noqa: E402
 from mgm_omni.models.audio_encoder import AudioEncoderConfig, DualAudioTower  # noqa: E402
 from mgm_omni.models.projector import DualMLPSpeechProjector, SpeechProjectorConfig  # noqa: E402
 

@@ -53,13 +53,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mgm_omni.config import SpeechLMConfig  # noqa: E402
-from mgm_omni.generation.chunk_state import TokenText  # noqa: E402
-from mgm_omni.generation.chunked_decode import ChunkedDecoder, DecodeConfig  # noqa: E402
-from mgm_omni.generation.cpu_linear import pack_linears, packing_available  # noqa: E402
+from mgm_omni.generation.speech.chunk_state import TokenText  # noqa: E402
+from mgm_omni.generation.speech.chunked_decode import ChunkedDecoder, DecodeConfig  # noqa: E402
+from mgm_omni.generation.speech.cpu_linear import pack_linears, packing_available  # noqa: E402
 from mgm_omni.generation.sampling import SamplingConfig  # noqa: E402
-from mgm_omni.generation.speech_prompt import PromptRows, SpecialIds  # noqa: E402
-from mgm_omni.generation.speech_runner import SpeechLMRunner, speech_head  # noqa: E402
-from mgm_omni.generation.token_stream import vocoder_tokens  # noqa: E402
+from mgm_omni.generation.speech.prompt import PromptRows, SpecialIds  # noqa: E402
+from mgm_omni.generation.speech.runner import SpeechLMRunner, speech_head  # noqa: E402
+from mgm_omni.generation.speech.token_stream import vocoder_tokens  # noqa: E402
 from mgm_omni.models import layers  # noqa: E402
 from mgm_omni.models.speech_lm import SpeechLM  # noqa: E402
 
@@ -279,7 +279,7 @@ def _timed(fn) -> float:
 def build_natives(models: dict[int, SpeechLM], step: str) -> dict[int, object] | None:
     if step == "torch":
         return None
-    from mgm_omni.generation.native_step import NativeStep
+    from mgm_omni.generation.speech.native_step import NativeStep
 
     return {k: NativeStep(m, "int8" if step == "native-int8" else None) for k, m in models.items()}
 

@@ -14,11 +14,11 @@ import time
 
 import torch
 
-from mgm_omni.builtin import COSYVOICE_YAML
-from mgm_omni.cosyvoice_config import CosyVoice2Config, read_hyperpyyaml
+from mgm_omni.hub.tiny_mouth import COSYVOICE_YAML
+from mgm_omni.config.cosyvoice import CosyVoice2Config, read_hyperpyyaml
 from mgm_omni.generation.pipeline import builtin_reference
-from mgm_omni.generation.token2wav import StreamSchedule, Token2Wav
-from mgm_omni.generation.tts_assets import build_flow, build_hift
+from mgm_omni.generation.wave.token2wav import StreamSchedule, Token2Wav
+from mgm_omni.generation.wave.assets import build_flow, build_hift
 
 FULL_YAML_NOTE = "full = the CosyVoice2-0.5B flow (112.5 M params) and HiFT (20.8 M params) shapes"
 

@@ -17,7 +17,7 @@ torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 @pytest.fixture(scope="session")
 def tiny_cache(tmp_path_factory):
     """A cache folder holding the built-in tiny random models, used as ``$MGM_OMNI_CACHE`` (built once)."""
-    from mgm_omni.builtin import ensure_tiny_random
+    from mgm_omni.hub.tiny_mouth import ensure_tiny_random
 
     root = tmp_path_factory.mktemp("mgm-cache")
     try:

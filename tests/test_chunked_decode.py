@@ -13,14 +13,14 @@ import torch
 from golden import golden_params
 from safetensors.torch import load_file
 
-from mgm_omni.generation.chunk_state import AbortCause, ChunkRules, ChunkState, RowKind, TokenText
-from mgm_omni.generation.native_build import available as native_available
-from mgm_omni.generation.chunked_decode import ChunkedDecoder, DecodeConfig, RetryPolicy
+from mgm_omni.generation.speech.chunk_state import AbortCause, ChunkRules, ChunkState, RowKind, TokenText
+from mgm_omni.generation.speech.native_build import available as native_available
+from mgm_omni.generation.speech.chunked_decode import ChunkedDecoder, DecodeConfig, RetryPolicy
 from mgm_omni.generation.sampling import SamplingConfig
-from mgm_omni.generation.speech_generate import SpeechGenerator, SpeechRequest
-from mgm_omni.generation.speech_prompt import PromptRows, SpecialIds, SpeechPromptError
-from mgm_omni.generation.speech_runner import SpeechLMRunner
-from mgm_omni.generation.token_stream import official_vocoder_tokens, vocoder_tokens
+from mgm_omni.generation.speech.generator import SpeechGenerator, SpeechRequest
+from mgm_omni.generation.speech.prompt import PromptRows, SpecialIds, SpeechPromptError
+from mgm_omni.generation.speech.runner import SpeechLMRunner
+from mgm_omni.generation.speech.token_stream import official_vocoder_tokens, vocoder_tokens
 from mgm_omni.models.speech_lm import SpeechLM
 from mgm_omni.text import Tokenizer
 

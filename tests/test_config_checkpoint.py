@@ -18,7 +18,7 @@ from mgm_omni.config import (
     load_config,
     parse_adapter_string,
 )
-from mgm_omni.cosyvoice_config import CosyVoice2Config, read_hyperpyyaml, strip_tags
+from mgm_omni.config.cosyvoice import CosyVoice2Config, read_hyperpyyaml, strip_tags
 from mgm_omni.models.qwen import CausalLM
 
 OMNI_JSON = {  # the shape of an MGM-Omni-7B config.json (spec §4.8), with an unknown field
@@ -197,7 +197,7 @@ def test_from_pretrained_offline_names_repo_and_files(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("gdir", golden_params("full_size/cosyvoice2_full.yaml"))
 def test_cosyvoice_yaml_to_resolved_kwargs(gdir):
-    from mgm_omni.cosyvoice_config import to_resolved
+    from mgm_omni.config.cosyvoice import to_resolved
 
     cfg = CosyVoice2Config.from_yaml(gdir / "full_size" / "cosyvoice2_full.yaml")
     ref = json.loads((gdir / "full_size" / "cosyvoice2_full_config.json").read_text())

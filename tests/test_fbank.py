@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mgm_omni.fbank import (
+from mgm_omni.audio.fbank import (
     CAMPPLUS_FBANK,
     FLOAT32_EPS,
     FbankConfig,

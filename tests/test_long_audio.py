@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mgm_omni.audio import WHISPER_128, whisper_features
-from mgm_omni.generation.long_audio import (
+from mgm_omni.generation.mllm.long_audio import (
     LongAudioError,
     WindowGeometry,
     encode_long_audio,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mgm_omni.generation import native_build
-from mgm_omni.generation.native_build import NativeUnavailable
-from mgm_omni.generation.speech_runner import SpeechLMRunner
+from mgm_omni.generation.speech import native_build
+from mgm_omni.generation.speech.native_build import NativeUnavailable
+from mgm_omni.generation.speech.runner import SpeechLMRunner
 from mgm_omni.models.speech_lm import random_speech_lm
 from test_speech_lm import random_rows, small_cfg
 
@@ -25,7 +25,7 @@ def wider_cfg() -> SpeechLMConfig:
 
 
 def _native(model, weights=None, threads=None):
-    from mgm_omni.generation.native_step import NativeStep
+    from mgm_omni.generation.speech.native_step import NativeStep
 
     return NativeStep(model, weights, threads)
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from mgm_omni.generation.chunk_state import AbortCause, RowKind, TokenText
-from mgm_omni.generation.chunked_decode import DecodeConfig
-from mgm_omni.generation.mllm import MLLM, TextDecodeConfig, TextDetokenizer, TextStep
+from mgm_omni.generation.speech.chunk_state import AbortCause, RowKind, TokenText
+from mgm_omni.generation.speech.chunked_decode import DecodeConfig
+from mgm_omni.generation.mllm.runner import MLLM, TextDecodeConfig, TextDetokenizer, TextStep
 from mgm_omni.generation.omni import (
     AudioEvent,
     OmniChat,
@@ -25,10 +25,10 @@ from mgm_omni.generation.omni import (
     lockstep,
 )
 from mgm_omni.generation.sampling import SamplingConfig
-from mgm_omni.generation.speech_prompt import PromptRows, SpecialIds
-from mgm_omni.generation.token_stream import vocoder_tokens
+from mgm_omni.generation.speech.prompt import PromptRows, SpecialIds
+from mgm_omni.generation.speech.token_stream import vocoder_tokens
 from mgm_omni.models.omni_lm import OmniInputError
-from mgm_omni.omni_builtin import tiny_omni_config, write_omni_dir
+from mgm_omni.hub.tiny_brain import tiny_omni_config, write_omni_dir
 from mgm_omni.text import Tokenizer
 
 IDS = SpecialIds(pad_text=151643, eos_text=151645, audio_start=151669, audio_end=151670, audio_sep=151671,
@@ -46,7 +46,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def omni_dir(tmp_path_factory):
-    from mgm_omni.builtin import BuiltinModelError
+    from mgm_omni.hub.tiny_mouth import BuiltinModelError
 
     root = tmp_path_factory.mktemp("omni")
     try:  # 1 s audio windows keep the tiny tower fast; the built-in model uses real 30 s windows
@@ -73,10 +73,10 @@ def cache_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def mouth(cache_dir):
     """The tiny SpeechLM, its token2wav and the built-in reference voice."""
-    from mgm_omni.builtin import ensure_tiny_random
+    from mgm_omni.hub.tiny_mouth import ensure_tiny_random
     from mgm_omni.generation.pipeline import builtin_reference
-    from mgm_omni.generation.speech_generate import SpeechGenerator
-    from mgm_omni.generation.tts_assets import load_token2wav
+    from mgm_omni.generation.speech.generator import SpeechGenerator
+    from mgm_omni.generation.wave.assets import load_token2wav
 
     root = ensure_tiny_random(cache_dir)
     reference, reference_text = builtin_reference()
@@ -263,7 +263,7 @@ def _write_video(path, audio: bool, n_frames=8, fps=4, size=(56, 56)):
 
 def test_video_audio_track_is_spliced_as_audio(mllm, tmp_path):
     chat = OmniChat(mllm, settings=OmniSettings(text=TextDecodeConfig(GREEDY, max_new_tokens=3)))
-    from mgm_omni.vision_preprocess import video_audio_track
+    from mgm_omni.generation.mllm.vision_inputs import video_audio_track
 
     path = _write_video(tmp_path / "a.mp4", audio=True)
     turn = chat.user_turn("What happens?", video=path)
@@ -280,7 +280,7 @@ def test_video_audio_track_is_spliced_as_audio(mllm, tmp_path):
 def test_image_is_encoded_and_spliced(mllm):
     from PIL import Image
 
-    from mgm_omni.vision_preprocess import preprocess_image
+    from mgm_omni.generation.mllm.vision_inputs import preprocess_image
 
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8))

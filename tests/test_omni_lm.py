@@ -9,10 +9,10 @@ import torch
 
 from mgm_omni.checkpoint import CheckpointError, load_state_dict, save_state_dict
 from mgm_omni.config import OmniConfig
-from mgm_omni.generation.mllm import MLLM, MLLMPrompt, MLLMRunner, TextDecodeConfig, TextDetokenizer, text_stream
+from mgm_omni.generation.mllm.runner import MLLM, MLLMPrompt, MLLMRunner, TextDecodeConfig, TextDetokenizer, text_stream
 from mgm_omni.generation.sampling import SamplingConfig
 from mgm_omni.models.omni_lm import MediaFeatures, MGMOmni, OmniInputError
-from mgm_omni.omni_builtin import random_audio_tower, random_mgm_omni, tiny_omni_config, write_omni_dir
+from mgm_omni.hub.tiny_brain import random_audio_tower, random_mgm_omni, tiny_omni_config, write_omni_dir
 from mgm_omni.text import (
     IMAGE_TOKEN_INDEX,
     SPEECH_TOKEN_INDEX,
@@ -42,8 +42,8 @@ def small():
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
-    from mgm_omni.builtin import BuiltinModelError
-    from mgm_omni.omni_builtin import _write_tokenizer
+    from mgm_omni.hub.tiny_mouth import BuiltinModelError
+    from mgm_omni.hub.tiny_brain import _write_tokenizer
 
     root = tmp_path_factory.mktemp("tok")
     try:

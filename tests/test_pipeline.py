@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from mgm_omni.builtin import ensure_tiny_random
+from mgm_omni.hub.tiny_mouth import ensure_tiny_random
 from mgm_omni.cli import main
 from mgm_omni.generation.pipeline import TTSPipeline
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mgm_omni.generation.positions import (
+from mgm_omni.generation.mllm.positions import (
     IMAGE_PLACEHOLDER,
     SPEECH_PLACEHOLDER,
     PositionError,

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from mgm_omni.audio import COSYVOICE2_24K, WHISPER_128, load_audio, log_mel, resample
-from mgm_omni.fbank import campplus_features
-from mgm_omni.generation.reference import (
+from mgm_omni.audio.fbank import campplus_features
+from mgm_omni.generation.wave.reference import (
     ReferenceAudioError,
     ReferenceConfig,
     ReferencePrompt,
@@ -246,7 +246,7 @@ def test_real_speech_passes_the_silence_check_and_a_whisper_of_it_does_not(tmp_p
 
 
 def test_reference_prompt_is_a_token2wav_prompt(frontends):
-    from mgm_omni.generation.token2wav import ReferencePrompt as FlowPrompt
+    from mgm_omni.generation.wave.token2wav import ReferencePrompt as FlowPrompt
 
     tok, spk = frontends
     prompt = build_reference_prompt(_speechy(1.5), SR, tok, spk)

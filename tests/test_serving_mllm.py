@@ -32,7 +32,7 @@ def served(tiny_cache, tmp_path_factory):
 
 
 def _direct_transcript(mllm, wave16k) -> str:
-    from mgm_omni.serving.mllm_backend import TRANSCRIBE_PROMPT
+    from mgm_omni.engine.mllm_backend import TRANSCRIBE_PROMPT
     from mgm_omni.text import mllm_user_content
 
     prompt = mllm.prompt([("user", mllm_user_content(TRANSCRIBE_PROMPT, speech=True))], [mllm.encode_audio(wave16k)])

@@ -10,10 +10,10 @@ import torch
 from serving_fixtures import TEXT, preset_clip, wav_bytes
 
 from mgm_omni.audio import load_audio
-from mgm_omni.generation.reference import ReferenceConfig
+from mgm_omni.generation.wave.reference import ReferenceConfig
 from mgm_omni.serving.audio_codec import STREAMABLE, CodecError, StreamEncoder, encode_audio, to_pcm16
 from mgm_omni.serving.config import ServingConfig
-from mgm_omni.serving.engine import QueueFull, SpeechEngine
+from mgm_omni.engine.speech_engine import QueueFull, SpeechEngine
 from mgm_omni.serving.metrics import ServerMetrics
 from mgm_omni.serving.voice_frontends import TinyFallbackFrontend
 from mgm_omni.serving.voices import (

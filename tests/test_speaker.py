@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mgm_omni.audio import load_audio
-from mgm_omni.fbank import campplus_features
+from mgm_omni.audio.fbank import campplus_features
 from mgm_omni.models.onnx_session import OnnxAssetError
 from mgm_omni.models.speaker import (
     CampPlusOnnx,
@@ -49,7 +49,7 @@ def test_campplus_runs_mean_normalised_fbank_through_the_onnx(campplus_path):
     expected = tiny_onnx.campplus_embedding(campplus_features(wave).numpy())
     np.testing.assert_allclose(emb.numpy(), expected, atol=1e-5, rtol=1e-5)
     # the fake takes the max over time, so skipping the mean subtraction would show
-    from mgm_omni.fbank import kaldi_fbank
+    from mgm_omni.audio.fbank import kaldi_fbank
 
     raw = tiny_onnx.campplus_embedding(kaldi_fbank(wave).numpy())
     assert np.abs(raw - expected).max() > 1e-2

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from mgm_omni.checkpoint import CheckpointError
 from mgm_omni.config import ConfigError, SpeechLMConfig
-from mgm_omni.generation.speech_runner import CacheBoundError, SpeechLMRunner
+from mgm_omni.generation.speech.runner import CacheBoundError, SpeechLMRunner
 from mgm_omni.models.speech_lm import SpeechLM, random_speech_lm, speech_lm_loss
 
 MARK = "speechlm/MGM-Omni-TTS-tiny/config.json"
@@ -203,8 +203,8 @@ def test_from_pretrained_errors(tmp_path):
 
 def test_packed_bf16_weights_match_plain():
     """oneDNN-packed linears and speech head (the fast CPU bf16 path) give the plain path's logits."""
-    from mgm_omni.generation.cpu_linear import PackedLinear, pack_linears, packing_available
-    from mgm_omni.generation.speech_runner import speech_head
+    from mgm_omni.generation.speech.cpu_linear import PackedLinear, pack_linears, packing_available
+    from mgm_omni.generation.speech.runner import speech_head
 
     model = random_speech_lm(small_cfg(), seed=2, dtype=torch.bfloat16)
     if not packing_available(model.lm_head.weight):
@@ -236,7 +236,7 @@ def test_int8_mode_keeps_speech_logits_close(gdir):
     near-ties) and a few % relative logit error, step by step after a float prefill."""
     import json
 
-    from mgm_omni.generation.speech_generate import SpeechGenerator
+    from mgm_omni.generation.speech.generator import SpeechGenerator
 
     ckpt = gdir / "speechlm" / "MGM-Omni-TTS-tiny"
     ref, q = SpeechGenerator.from_pretrained(ckpt, native=False), SpeechGenerator.from_pretrained(ckpt, quantize="int8")

@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
-from mgm_omni.generation.chunk_state import ChunkRules, ChunkState, RowKind, TokenText
+from mgm_omni.generation.speech.chunk_state import ChunkRules, ChunkState, RowKind, TokenText
 from mgm_omni.generation.sampling import SamplingConfig, SamplingError, apply_repetition_penalty, mark_seen, sample
-from mgm_omni.generation.speech_prompt import SpecialIds
-from mgm_omni.generation.token_stream import (
+from mgm_omni.generation.speech.prompt import SpecialIds
+from mgm_omni.generation.speech.token_stream import (
     SILENCE_CODE,
     TokenStreamError,
     VocoderTokenStream,

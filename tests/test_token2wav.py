@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from mgm_omni.audio import COSYVOICE2_24K, log_mel
 from mgm_omni.checkpoint import load_into, load_state_dict
-from mgm_omni.generation.token2wav import ReferencePrompt, StreamSchedule, Token2Wav, Token2WavError
+from mgm_omni.generation.wave.token2wav import ReferencePrompt, StreamSchedule, Token2Wav, Token2WavError
 from mgm_omni.models.flow import CausalFlow
 from mgm_omni.models.flow_config import FlowConfig
 from mgm_omni.models.hift import HiFTConfig, load_hift

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from mgm_omni.config import ConfigError
-from mgm_omni.vision_preprocess import (
+from mgm_omni.generation.mllm.vision_inputs import (
     VisionError,
     VisionPreprocessConfig,
     decode_video_frames,

@@ -58,7 +58,7 @@ def test_full_size_hift_keys_load(gdir):
 @pytest.mark.parametrize("gdir", golden_params("hift/hift_config.yaml"))
 def test_hift_config_from_cosyvoice_yaml(gdir):
     """The HyperPyYAML kwargs (via ``cosyvoice_config``) and the resolved json give the same config."""
-    from mgm_omni.cosyvoice_config import CosyVoice2Config
+    from mgm_omni.config.cosyvoice import CosyVoice2Config
 
     from_json = HiFTConfig.from_resolved(json.loads((gdir / "hift" / "hift_config.json").read_text()))
     from_yaml = HiFTConfig.from_kwargs(CosyVoice2Config.from_yaml(gdir / "hift" / "hift_config.yaml").hift)

@@ -20,7 +20,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from mgm_omni.builtin import TINY_NAME
+from mgm_omni.hub.tiny_mouth import TINY_NAME
 from mgm_omni.eval.datasets import EvalItem
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ class Generator:
         key = (str(item.ref_audio), item.ref_text or "")
         if key not in self._voices:
             from mgm_omni.audio import load_audio
-            from mgm_omni.generation.reference import build_reference_prompt, load_reference_frontends
+            from mgm_omni.generation.wave.reference import build_reference_prompt, load_reference_frontends
 
             if not item.ref_text:
                 raise ValueError(f"item {item.id!r} has a reference clip but no reference transcript")
@@ -114,9 +114,9 @@ class Generator:
         self.pipe.reference, self.pipe.reference_text = self._voices[key], item.ref_text
 
     def _cosyvoice_dir(self) -> Path:
-        from mgm_omni.builtin import ensure_tiny_random
+        from mgm_omni.hub.tiny_mouth import ensure_tiny_random
         from mgm_omni.checkpoint import resolve_pretrained
-        from mgm_omni.generation.tts_assets import find_cosyvoice_dir
+        from mgm_omni.generation.wave.assets import find_cosyvoice_dir
 
         model = self.config.model
         root = ensure_tiny_random() if model == TINY_NAME else resolve_pretrained(model)

@@ -113,7 +113,7 @@ class FasterWhisperJudge(AsrJudge):
                 f"the {name} judge needs faster-whisper: pip install faster-whisper==1.2.1"
             ) from exc
         if model_dir is None:
-            from mgm_omni.whisper_ct2 import whisper_base_ct2_dir
+            from mgm_omni.eval.whisper_ct2 import whisper_base_ct2_dir
 
             try:
                 model_dir = whisper_base_ct2_dir()
@@ -199,7 +199,7 @@ class ParaformerJudge(AsrJudge):
 
 class BrainJudge(AsrJudge):
     """The MGM-Omni MLLM as the system under test in ASR evaluation, through the server's understanding
-    backend (``mgm_omni.serving.backend.load_understanding``; any object with a ``transcribe(wave16k,
+    backend (``mgm_omni.engine.understanding.load_understanding``; any object with a ``transcribe(wave16k,
     language)`` method works)."""
 
     long_form = True
@@ -207,7 +207,7 @@ class BrainJudge(AsrJudge):
     def __init__(self, model: str | None = None, device: str = "cpu", backend=None):
         if backend is None:
             try:
-                from mgm_omni.serving.backend import load_understanding
+                from mgm_omni.engine.mllm_backend import load_understanding
 
                 backend = load_understanding(model, device=device)
             except Exception as exc:  # noqa: BLE001 - no runtime yet, no weights: one line

@@ -25,13 +25,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from mgm_omni.generation.chunk_state import ChunkRules, ChunkState, TokenText
-from mgm_omni.generation.chunked_decode import ChunkAbort, DecodeConfig, RowEvent, SpeechResult
-from mgm_omni.generation.mllm import MLLM, SHARED_TEXT_IDS, TextDecodeConfig, TextStep
+from mgm_omni.generation.speech.chunk_state import ChunkRules, ChunkState, TokenText
+from mgm_omni.generation.speech.chunked_decode import ChunkAbort, DecodeConfig, RowEvent, SpeechResult
+from mgm_omni.generation.mllm.runner import MLLM, SHARED_TEXT_IDS, TextDecodeConfig, TextStep
 from mgm_omni.generation.sampling import mark_seen, sample
-from mgm_omni.generation.speech_prompt import PromptRows, SpecialIds, omni_prompt_rows
-from mgm_omni.generation.token2wav import ReferencePrompt, StreamSchedule, Token2Wav
-from mgm_omni.generation.token_stream import VocoderTokenStream
+from mgm_omni.generation.speech.prompt import PromptRows, SpecialIds, omni_prompt_rows
+from mgm_omni.generation.wave.token2wav import ReferencePrompt, StreamSchedule, Token2Wav
+from mgm_omni.generation.speech.token_stream import VocoderTokenStream
 from mgm_omni.models.omni_lm import MediaFeatures, OmniInputError
 from mgm_omni.text import mllm_user_content
 
@@ -113,7 +113,7 @@ class SpeechTrack:
 
     @classmethod
     def for_generator(cls, generator, prompt: PromptRows, config: DecodeConfig) -> SpeechTrack:
-        """A track on a :class:`~mgm_omni.generation.speech_generate.SpeechGenerator`'s model and tokenizer."""
+        """A track on a :class:`~mgm_omni.generation.speech.generator.SpeechGenerator`'s model and tokenizer."""
         runner = generator.runner(max_rows=config.max_cache_rows, initial_rows=config.initial_cache_rows or 512)
         return cls(runner, prompt, generator.ids, generator.token_text, generator.cfg.delay_rows, config)
 
@@ -161,7 +161,7 @@ def lockstep(text_steps: Iterator[TextStep], track: SpeechTrack | None = None, t
     """Run the MLLM text stream and the speech track together, yielding one ordered event stream.
 
     Args:
-        text_steps: MLLM decode steps (:func:`~mgm_omni.generation.mllm.text_stream`), one per iteration.
+        text_steps: MLLM decode steps (:func:`~mgm_omni.generation.mllm.runner.text_stream`), one per iteration.
         track: the SpeechLM side (``None``: text only).
         token2wav, voice: the renderer and its stream state (``token2wav.start(...)``); ``None``: no audio.
         reply: filled in as the loop runs (text, ids, speech rows, audio, timings).
@@ -227,7 +227,7 @@ class OmniChat:
 
     Args:
         mllm: the understanding model.
-        speech: a :class:`~mgm_omni.generation.speech_generate.SpeechGenerator` (``None``: text replies only).
+        speech: a :class:`~mgm_omni.generation.speech.generator.SpeechGenerator` (``None``: text replies only).
         token2wav: renders speech tokens (``None``: rows and tokens only, no audio).
         reference, reference_text: the voice (flow prompt and its S3 tokens) and its transcript.
         settings: text and speech settings (default: each model's own, see :class:`OmniSettings`).

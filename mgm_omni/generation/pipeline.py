@@ -19,13 +19,13 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
-from mgm_omni.builtin import TINY_NAME, ensure_tiny_random
+from mgm_omni.hub.tiny_mouth import TINY_NAME, ensure_tiny_random
 from mgm_omni.checkpoint import CheckpointError, resolve_pretrained
-from mgm_omni.generation.chunked_decode import DecodeConfig
+from mgm_omni.generation.speech.chunked_decode import DecodeConfig
 from mgm_omni.generation.sampling import SamplingConfig
-from mgm_omni.generation.speech_generate import SpeechGenerator, SpeechRequest
-from mgm_omni.generation.token2wav import ReferencePrompt, StreamSchedule, Token2Wav
-from mgm_omni.generation.tts_assets import find_cosyvoice_dir, load_token2wav
+from mgm_omni.generation.speech.generator import SpeechGenerator, SpeechRequest
+from mgm_omni.generation.wave.token2wav import ReferencePrompt, StreamSchedule, Token2Wav
+from mgm_omni.generation.wave.assets import find_cosyvoice_dir, load_token2wav
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ class TTSPipeline:
 
 def _reference_from_audio(cosy: Path, ref_audio, ref_text: str | None) -> tuple[ReferencePrompt, str]:
     from mgm_omni.audio import load_audio
-    from mgm_omni.generation.reference import build_reference_prompt, load_reference_frontends
+    from mgm_omni.generation.wave.reference import build_reference_prompt, load_reference_frontends
 
     speech_tokenizer, speaker_encoder = load_reference_frontends(cosy)
     if not ref_text:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from mgm_omni.audio import MelConfig, mel_filterbank
-from mgm_omni.fbank import campplus_features
+from mgm_omni.audio.fbank import campplus_features
 from mgm_omni.models.onnx_session import OnnxAssetError, open_session
 
 CAMPPLUS_FILE = "campplus.onnx"

@@ -124,7 +124,7 @@ class SpeechLM(nn.Module):
         """Config and weights of an official-format SpeechLM directory (or a cached hub repo).
 
         The tokenizer is loaded separately (``mgm_omni.text.Tokenizer.from_dir``); see
-        ``mgm_omni.generation.speech_generate.load_speech_generator`` for both at once.
+        ``mgm_omni.generation.speech.generator.load_speech_generator`` for both at once.
         """
         root = resolve_pretrained(path_or_repo_id, allow_patterns=["*.json", "*.safetensors", "*.txt"])
         cfg = load_config(root)

@@ -13,7 +13,7 @@ import numpy as np
 
 from mgm_omni.audio import AudioError, load_audio
 from mgm_omni.serving.audio_codec import to_pcm16
-from mgm_omni.serving.backend import ChatMessage, ChatPart
+from mgm_omni.engine.understanding import ChatMessage, ChatPart
 from mgm_omni.serving.errors import APIError
 from mgm_omni.serving.services import Services
 from mgm_omni.serving.voices import VoiceError

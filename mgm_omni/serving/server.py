@@ -17,7 +17,7 @@ from mgm_omni.serving.services import Services
 
 def services_from_args(args, api_key: str | None = None) -> Services:
     """Services from ``mgm-omni serve`` / ``demo`` arguments (notes about the model go to stderr)."""
-    from mgm_omni.builtin import cache_root
+    from mgm_omni.hub.tiny_mouth import cache_root
     from mgm_omni.serving.config import ServingConfig
 
     config = ServingConfig(

@@ -11,15 +11,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mgm_omni.builtin import TINY_NAME
+from mgm_omni.hub.tiny_mouth import TINY_NAME
 from mgm_omni.generation.pipeline import TTSPipeline, builtin_reference, default_speechlm
-from mgm_omni.generation.speech_prompt import SpeechPromptError
-from mgm_omni.generation.tts_assets import find_cosyvoice_dir
-from mgm_omni.serving.backend import UnderstandingBackend, load_understanding
+from mgm_omni.generation.speech.prompt import SpeechPromptError
+from mgm_omni.generation.wave.assets import find_cosyvoice_dir
+from mgm_omni.engine.mllm_backend import load_understanding
+from mgm_omni.engine.understanding import UnderstandingBackend
 from mgm_omni.serving.config import ServingConfig
-from mgm_omni.serving.engine import QueueFull, SpeechEngine
+from mgm_omni.engine.speech_engine import QueueFull, SpeechEngine
 from mgm_omni.serving.errors import invalid, queue_full
-from mgm_omni.serving.jobs import SpeechJob
+from mgm_omni.engine.jobs import SpeechJob
 from mgm_omni.serving.metrics import ServerMetrics
 from mgm_omni.serving.voice_frontends import OfficialFrontend, TinyFallbackFrontend
 from mgm_omni.serving.voices import PRESET_DIR, Voice, VoiceRegistry, bundled_presets

@@ -21,7 +21,7 @@ from mgm_omni.serving.audio_codec import (
 )
 from mgm_omni.serving.errors import APIError, invalid
 from mgm_omni.serving.http_input import parse_json
-from mgm_omni.serving.jobs import SpeechJob
+from mgm_omni.engine.jobs import SpeechJob
 from mgm_omni.serving.schemas import SpeechBody
 from mgm_omni.serving.services import Services
 from mgm_omni.serving.voices import Voice, VoiceError

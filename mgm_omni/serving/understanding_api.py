@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from mgm_omni.serving.audio_codec import encode_audio, to_pcm16
-from mgm_omni.serving.backend import ChatDelta, ChatMessage, ChatPart
+from mgm_omni.engine.understanding import ChatDelta, ChatMessage, ChatPart
 from mgm_omni.serving.errors import invalid, model_not_loaded
 from mgm_omni.serving.http_input import data_url_bytes, decode_audio, decode_base64, decode_image, parse_json
 from mgm_omni.serving.schemas import (

@@ -22,8 +22,8 @@ from typing import Protocol
 import torch
 
 from mgm_omni.audio import COSYVOICE2_24K, log_mel, resample
-from mgm_omni.generation.reference import ReferenceConfig, build_reference_prompt, prepare_reference_audio
-from mgm_omni.generation.token2wav import ReferencePrompt
+from mgm_omni.generation.wave.reference import ReferenceConfig, build_reference_prompt, prepare_reference_audio
+from mgm_omni.generation.wave.token2wav import ReferencePrompt
 from mgm_omni.models.speaker import CAMPPLUS_FILE, SpeakerEncoderError, VoiceFilterLiteEncoder
 from mgm_omni.models.speech_tokenizer import S3_TOKENIZER_FILE
 
@@ -56,7 +56,7 @@ class OfficialFrontend:
 
     def prompt(self, wave: torch.Tensor, sr: int, config: ReferenceConfig) -> ReferencePrompt:
         if self._models is None:
-            from mgm_omni.generation.reference import load_reference_frontends
+            from mgm_omni.generation.wave.reference import load_reference_frontends
 
             self._models = load_reference_frontends(self.folder)
         tokenizer, speaker = self._models

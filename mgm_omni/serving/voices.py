@@ -25,8 +25,8 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 from mgm_omni.audio import AudioError, load_audio
-from mgm_omni.generation.reference import ReferenceConfig, ReferencePromptError
-from mgm_omni.generation.token2wav import ReferencePrompt
+from mgm_omni.generation.wave.reference import ReferenceConfig, ReferencePromptError
+from mgm_omni.generation.wave.token2wav import ReferencePrompt
 from mgm_omni.models.onnx_session import OnnxAssetError
 from mgm_omni.models.speaker import SpeakerEncoderError
 from mgm_omni.serving.voice_frontends import VoiceFrontend

@@ -93,7 +93,7 @@ def build_demo(services: Services):
             for reply, chunk in svc.chat(history_msgs, message, voice, speak):
                 yield history_msgs, shown + [{"role": "assistant", "content": reply}], chunk, ""
             if svc.chat_available:
-                from mgm_omni.serving.backend import ChatMessage, ChatPart
+                from mgm_omni.engine.understanding import ChatMessage, ChatPart
 
                 history_msgs = history_msgs + [message, ChatMessage("assistant", [ChatPart("text", text=reply)])]
             yield history_msgs, shown + [{"role": "assistant", "content": reply}], gr.skip(), ""

@@ -9,15 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from mgm_omni import __version__
-
-DEFAULT_SPEECHLM = "wcy1122/MGM-Omni-TTS-2B-0927"
-DEFAULT_MLLM = "wcy1122/MGM-Omni-7B"
-TINY_MODEL = "tiny-random"
-
-
-class CLIError(RuntimeError):
-    """A user-facing failure: printed as one line, exit status 2."""
-
+from mgm_omni.cli.common import DEFAULT_MLLM, DEFAULT_SPEECHLM, TINY_MODEL, CLIError
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
@@ -147,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _handler(command: str) -> Callable[[argparse.Namespace], int]:
-    from mgm_omni import cli_commands
+    from mgm_omni.cli import commands as cli_commands
 
     return getattr(cli_commands, f"run_{command}")
 

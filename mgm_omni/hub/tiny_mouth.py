@@ -174,8 +174,8 @@ def _write_speechlm(root: Path) -> None:
 
 
 def _write_cosyvoice(path: Path) -> None:
-    from mgm_omni.cosyvoice_config import CosyVoice2Config
-    from mgm_omni.generation.tts_assets import build_flow, build_hift
+    from mgm_omni.config.cosyvoice import CosyVoice2Config
+    from mgm_omni.generation.wave.assets import build_flow, build_hift
 
     path.mkdir(parents=True, exist_ok=True)
     (path / "cosyvoice2.yaml").write_text(COSYVOICE_YAML)

@@ -18,8 +18,8 @@ import torch
 
 from mgm_omni.checkpoint import CheckpointError, resolve_pretrained
 from mgm_omni.config import SpeechLMConfig, read_json
-from mgm_omni.generation.chunk_state import TokenText
-from mgm_omni.generation.chunked_decode import (
+from mgm_omni.generation.speech.chunk_state import TokenText
+from mgm_omni.generation.speech.chunked_decode import (
     ChunkedDecoder,
     DecodeConfig,
     RetryPolicy,
@@ -27,14 +27,14 @@ from mgm_omni.generation.chunked_decode import (
     SpeechResult,
     generate_with_retry,
 )
-from mgm_omni.generation.cpu_linear import pack_linears, packing_available, quantize_int8
-from mgm_omni.generation.native_build import NativeUnavailable
-from mgm_omni.generation.native_build import available as native_available
-from mgm_omni.generation.native_step import NativeStep
+from mgm_omni.generation.speech.cpu_linear import pack_linears, packing_available, quantize_int8
+from mgm_omni.generation.speech.native_build import NativeUnavailable
+from mgm_omni.generation.speech.native_build import available as native_available
+from mgm_omni.generation.speech.native_step import NativeStep
 from mgm_omni.generation.sampling import SamplingConfig
-from mgm_omni.generation.speech_prompt import PromptRows, SpecialIds, tts_prompt_rows
-from mgm_omni.generation.speech_runner import SpeechLMRunner, speech_head
-from mgm_omni.generation.token_stream import VocoderTokenStream, official_vocoder_tokens, vocoder_tokens
+from mgm_omni.generation.speech.prompt import PromptRows, SpecialIds, tts_prompt_rows
+from mgm_omni.generation.speech.runner import SpeechLMRunner, speech_head
+from mgm_omni.generation.speech.token_stream import VocoderTokenStream, official_vocoder_tokens, vocoder_tokens
 from mgm_omni.models.speech_lm import SpeechLM
 from mgm_omni.text import Tokenizer, TTSPromptConfig
 

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 
 from mgm_omni.generation.kv_cache import KVCache
-from mgm_omni.generation.native_build import NativeUnavailable, load_library
+from mgm_omni.generation.speech.native_build import NativeUnavailable, load_library
 from mgm_omni.models.qwen import Decoder
 from mgm_omni.models.speech_lm import SpeechLM
 

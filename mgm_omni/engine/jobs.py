@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mgm_omni.generation.speech_prompt import PromptRows
-from mgm_omni.generation.token2wav import ReferencePrompt
+from mgm_omni.generation.speech.prompt import PromptRows
+from mgm_omni.generation.wave.token2wav import ReferencePrompt
 
 _ids = itertools.count(1)
 

@@ -1,7 +1,7 @@
 """Token-to-wave for many streams on one thread, most urgent stream first.
 
 Each job's vocoder tokens arrive from the decoder as rows come out. The renderer keeps one
-:class:`~mgm_omni.generation.token2wav.StreamState` per job and, whenever several jobs have work, serves
+:class:`~mgm_omni.generation.wave.token2wav.StreamState` per job and, whenever several jobs have work, serves
 the one whose audio is least ahead of real time (audio seconds delivered minus seconds since it was
 submitted): a new request's first hop goes before an older stream that has audio buffered, which keeps
 the time to first audio low under load without starving running streams.
@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mgm_omni.generation.token2wav import StreamSchedule, Token2Wav
-from mgm_omni.serving.jobs import SpeechJob
+from mgm_omni.generation.wave.token2wav import StreamSchedule, Token2Wav
+from mgm_omni.engine.jobs import SpeechJob
 
 log = logging.getLogger(__name__)
 

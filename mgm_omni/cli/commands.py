@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mgm_omni.cli import TINY_MODEL, CLIError
+from mgm_omni.cli.common import TINY_MODEL, CLIError
 
 MAX_TEXT_CHARS = 1_000_000
 
@@ -78,11 +78,11 @@ def run_transcribe(args: argparse.Namespace) -> int:
     import torch
 
     from mgm_omni.audio import load_audio
-    from mgm_omni.cli import DEFAULT_MLLM
+    from mgm_omni.cli.common import DEFAULT_MLLM
     from dataclasses import replace
 
-    from mgm_omni.generation.mllm import MLLM
-    from mgm_omni.omni_builtin import default_mllm, mllm_location
+    from mgm_omni.generation.mllm.runner import MLLM
+    from mgm_omni.hub.tiny_brain import default_mllm, mllm_location
     from mgm_omni.text import mllm_user_content
 
     model = default_mllm() if args.model == DEFAULT_MLLM else args.model
@@ -125,12 +125,12 @@ def run_chat(args: argparse.Namespace) -> int:
     import torch
 
     from mgm_omni.audio import load_audio
-    from mgm_omni.cli import DEFAULT_MLLM, DEFAULT_SPEECHLM
-    from mgm_omni.generation.chunked_decode import DecodeConfig
-    from mgm_omni.generation.mllm import MLLM, SHARED_TEXT_IDS
+    from mgm_omni.cli.common import DEFAULT_MLLM, DEFAULT_SPEECHLM
+    from mgm_omni.generation.speech.chunked_decode import DecodeConfig
+    from mgm_omni.generation.mllm.runner import MLLM, SHARED_TEXT_IDS
     from mgm_omni.generation.omni import OmniChat, OmniSettings, TextEvent
     from mgm_omni.generation.sampling import SamplingConfig
-    from mgm_omni.omni_builtin import default_mllm, mllm_location
+    from mgm_omni.hub.tiny_brain import default_mllm, mllm_location
 
     model = default_mllm() if args.model == DEFAULT_MLLM else args.model
     if model == TINY_MODEL:
@@ -226,7 +226,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _registry(model: str | None, voices_dir: str | None):
-    from mgm_omni.builtin import cache_root
+    from mgm_omni.hub.tiny_mouth import cache_root
     from mgm_omni.generation import pipeline
     from mgm_omni.serving.services import voice_registry
 

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from mgm_omni.generation.speech_prompt import SpecialIds
+from mgm_omni.generation.speech.prompt import SpecialIds
 from mgm_omni.text import is_sentence_end, is_skippable
 
 # Spec Appendix A: S3 codes that sound like silence (113 values, verbatim).

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from mgm_omni.audio import COSYVOICE2_24K, MelConfig, log_mel, resample
-from mgm_omni.generation.token2wav import ReferencePrompt as FlowPrompt
+from mgm_omni.generation.wave.token2wav import ReferencePrompt as FlowPrompt
 from mgm_omni.models.onnx_session import OnnxAssetError
 from mgm_omni.models.speaker import CAMPPLUS_FILE, CampPlusOnnx, SpeakerEncoder
 from mgm_omni.models.speech_tokenizer import S3_TOKENIZER_FILE, S3Tokenizer

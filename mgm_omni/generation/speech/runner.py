@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from mgm_omni.generation.cpu_linear import pack_weight, packed_linear, packing_available
+from mgm_omni.generation.speech.cpu_linear import pack_weight, packed_linear, packing_available
 from mgm_omni.generation.kv_cache import KVCache, cache_for
 from mgm_omni.models.layers import rope_cos_sin
 from mgm_omni.models.speech_lm import SpeechLM
@@ -84,7 +84,7 @@ class SpeechLMRunner:
             without bound. The engine stops a request that reaches it (``finish_reason="cache_full"``).
         initial_rows: positions preallocated beyond the longest prompt; the caches double when full.
         head: speech head (``speech_head(model, pack)``); default: ``model.speech_logits``.
-        native: a :class:`~mgm_omni.generation.native_step.NativeStep` of ``model`` to run the decode
+        native: a :class:`~mgm_omni.generation.speech.native_step.NativeStep` of ``model`` to run the decode
             steps with (the prefill stays in PyTorch; both write the same caches).
     """
 

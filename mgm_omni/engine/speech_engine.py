@@ -21,13 +21,13 @@ from collections import deque
 
 import torch
 
-from mgm_omni.generation.chunked_decode import ChunkedDecoder, DecodeConfig
-from mgm_omni.generation.speech_generate import SpeechGenerator, SpeechRequest
-from mgm_omni.generation.speech_runner import SpeechLMRunner
-from mgm_omni.generation.token2wav import ReferencePrompt, StreamSchedule, Token2Wav
-from mgm_omni.generation.token_stream import VocoderTokenStream
-from mgm_omni.serving.jobs import SpeechJob
-from mgm_omni.serving.renderer import StreamRenderer
+from mgm_omni.generation.speech.chunked_decode import ChunkedDecoder, DecodeConfig
+from mgm_omni.generation.speech.generator import SpeechGenerator, SpeechRequest
+from mgm_omni.generation.speech.runner import SpeechLMRunner
+from mgm_omni.generation.wave.token2wav import ReferencePrompt, StreamSchedule, Token2Wav
+from mgm_omni.generation.speech.token_stream import VocoderTokenStream
+from mgm_omni.engine.jobs import SpeechJob
+from mgm_omni.engine.renderer import StreamRenderer
 
 log = logging.getLogger(__name__)
 

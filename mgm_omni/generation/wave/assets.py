@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 
 from mgm_omni.checkpoint import CheckpointError, load_into, load_state_dict
-from mgm_omni.cosyvoice_config import CosyVoice2Config, to_resolved
-from mgm_omni.generation.token2wav import Token2Wav
+from mgm_omni.config.cosyvoice import CosyVoice2Config, to_resolved
+from mgm_omni.generation.wave.token2wav import Token2Wav
 from mgm_omni.models.flow import CausalFlow
 from mgm_omni.models.flow_config import FlowConfig
 from mgm_omni.models.hift import HiFTConfig, HiFTGenerator, load_hift

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from mgm_omni.generation.speech_prompt import SpecialIds
+from mgm_omni.generation.speech.prompt import SpecialIds
 
 log = logging.getLogger(__name__)
 

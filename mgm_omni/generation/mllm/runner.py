@@ -21,7 +21,7 @@ import torch
 
 from mgm_omni.checkpoint import resolve_pretrained
 from mgm_omni.config import read_json
-from mgm_omni.generation import positions as _positions
+from mgm_omni.generation.mllm import positions as _positions
 from mgm_omni.generation.kv_cache import KVCache, cache_for
 from mgm_omni.generation.sampling import SamplingConfig, mark_seen, sample
 from mgm_omni.models.omni_lm import MediaFeatures, MGMOmni, OmniInputError, Span
@@ -261,7 +261,7 @@ class MLLM:
 
     def encode_audio(self, wave: torch.Tensor, trim_padding: bool = False) -> MediaFeatures:
         """16 kHz mono samples (any length) -> audio tokens for one ``<speech>`` placeholder."""
-        from mgm_omni.generation.long_audio import encode_long_audio
+        from mgm_omni.generation.mllm.long_audio import encode_long_audio
 
         backbone = self.model.model
         if backbone.speech_tower is None or backbone.mm_speech_projector is None:
@@ -271,7 +271,7 @@ class MLLM:
         return MediaFeatures("audio", tokens.embeddings)
 
     def encode_visual(self, vision) -> list[MediaFeatures]:
-        """A preprocessed :class:`~mgm_omni.vision_preprocess.VisionInput` -> one feature block per item."""
+        """A preprocessed :class:`~mgm_omni.generation.mllm.vision_inputs.VisionInput` -> one feature block per item."""
         tower = self.model.model.vision_tower
         if tower is None:
             raise OmniInputError("this MLLM has no vision tower loaded: cannot read images or video")
@@ -284,7 +284,7 @@ class MLLM:
 
     def encode_image(self, source) -> MediaFeatures:
         """An image (path, bytes or PIL image) -> features for one ``<image>`` placeholder."""
-        from mgm_omni.vision_preprocess import preprocess_image
+        from mgm_omni.generation.mllm.vision_inputs import preprocess_image
 
         return self.encode_visual(preprocess_image(source, self.vision_preprocess))[0]
 
@@ -292,7 +292,7 @@ class MLLM:
         """A video -> its frame features (one ``<image>`` placeholder) and, when it has an audio track and
         ``with_audio``, that track's audio features (one ``<speech>`` placeholder; the official code ignores
         the track)."""
-        from mgm_omni.vision_preprocess import preprocess_video, video_audio_track
+        from mgm_omni.generation.mllm.vision_inputs import preprocess_video, video_audio_track
 
         visual = self.encode_visual(preprocess_video(source, self.vision_preprocess))[0]
         wave = video_audio_track(source) if with_audio and self.model.model.speech_tower is not None else None
@@ -340,7 +340,7 @@ def _vision_settings(model: MGMOmni, root):
     if tower is None:
         return None
     from mgm_omni.models.omni_lm import tower_dir
-    from mgm_omni.vision_preprocess import VisionPreprocessConfig
+    from mgm_omni.generation.mllm.vision_inputs import VisionPreprocessConfig
 
     c = tower.cfg
     extra = {}

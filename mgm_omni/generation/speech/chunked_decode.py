@@ -2,7 +2,7 @@
 
 ``ChunkedDecoder.stream`` decodes a batch of independent requests together and yields every row the
 moment it exists (so token-to-wave can start before decoding ends); ``generate`` collects them. Each
-request has its own :class:`~mgm_omni.generation.chunk_state.ChunkState`; the model work goes through a
+request has its own :class:`~mgm_omni.generation.speech.chunk_state.ChunkState`; the model work goes through a
 runner (``start`` / ``step`` / ``keep`` / ``room``, see ``speech_runner.SpeechLMRunner``). Finished
 requests leave the batch at once.
 
@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mgm_omni.generation.chunk_state import AbortCause, ChunkRules, ChunkState, RowKind, TokenText
+from mgm_omni.generation.speech.chunk_state import AbortCause, ChunkRules, ChunkState, RowKind, TokenText
 from mgm_omni.generation.sampling import SamplingConfig, mark_seen, sample
-from mgm_omni.generation.speech_prompt import PromptRows, SpecialIds
+from mgm_omni.generation.speech.prompt import PromptRows, SpecialIds
 
 FINISH_REASONS = ("end", "max_rows", "cache_full")
 

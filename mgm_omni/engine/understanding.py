@@ -55,12 +55,3 @@ class UnderstandingBackend(Protocol):
 
     def chat(self, messages: list[ChatMessage], want_audio: bool) -> Iterator[ChatDelta]:
         """Stream the assistant's reply to ``messages``; ``want_audio`` asks for a speakable reply."""
-
-
-def load_understanding(mllm: str | None, device: str = "cpu", dtype: str | None = None) -> UnderstandingBackend | None:
-    """The MLLM backend for ``mllm`` (a directory, hub id or ``tiny-random``), or ``None`` when none is asked for."""
-    if not mllm:
-        return None
-    from mgm_omni.serving.mllm_backend import MLLMBackend
-
-    return MLLMBackend.load(mllm, device=device, dtype=dtype)

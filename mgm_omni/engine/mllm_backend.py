@@ -14,14 +14,14 @@ from collections.abc import Iterator
 
 import torch
 
-from mgm_omni.serving.backend import ChatDelta, ChatMessage
+from mgm_omni.engine.understanding import ChatDelta, ChatMessage, UnderstandingBackend
 
 TRANSCRIBE_PROMPT = "Please transcribe the audio."
 _FINISH = {"eos": "stop", "max_tokens": "length"}
 
 
 class MLLMBackend:
-    """:class:`~mgm_omni.serving.backend.UnderstandingBackend` on a :class:`~mgm_omni.generation.mllm.MLLM`."""
+    """:class:`~mgm_omni.engine.understanding.UnderstandingBackend` on a :class:`~mgm_omni.generation.mllm.runner.MLLM`."""
 
     name = "mgm-omni"
 
@@ -31,9 +31,9 @@ class MLLMBackend:
 
     @classmethod
     def load(cls, name: str, device: str = "cpu", dtype: str | None = None) -> MLLMBackend:
-        from mgm_omni.builtin import TINY_NAME
-        from mgm_omni.generation.mllm import MLLM
-        from mgm_omni.omni_builtin import mllm_location
+        from mgm_omni.hub.tiny_mouth import TINY_NAME
+        from mgm_omni.generation.mllm.runner import MLLM
+        from mgm_omni.hub.tiny_brain import mllm_location
 
         torch_dtype = getattr(torch, dtype) if dtype else (torch.float32 if name == TINY_NAME else torch.bfloat16)
         return cls(MLLM.from_pretrained(mllm_location(name), dtype=torch_dtype, device=device))
@@ -78,3 +78,10 @@ def _media(message: ChatMessage) -> dict:
         if parts:
             out[kind] = getattr(parts[0], kind)
     return out
+
+
+def load_understanding(mllm: str | None, device: str = "cpu", dtype: str | None = None) -> UnderstandingBackend | None:
+    """The MLLM backend for ``mllm`` (a directory, hub id or ``tiny-random``), or ``None`` when none is asked for."""
+    if not mllm:
+        return None
+    return MLLMBackend.load(mllm, device=device, dtype=dtype)

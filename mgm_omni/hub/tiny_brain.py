@@ -1,6 +1,6 @@
 """The built-in ``tiny-random`` MLLM: an official-format ``MGM-Omni`` directory with random weights.
 
-Like the tiny SpeechLM of :mod:`mgm_omni.builtin`, it lets the understanding track and omni chat run on any
+Like the tiny SpeechLM of :mod:`mgm_omni.hub.tiny_mouth`, it lets the understanding track and omni chat run on any
 machine with no download, through the same loaders as a released checkpoint. The directory holds
 ``config.json`` (``model_type: "MGMOmni"``), ``generation_config.json``, ``model.safetensors`` with the
 official key names (including the tower copies and the unused ``model.mm_projector.*`` that a release
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from mgm_omni.builtin import TINY_NAME, cache_root, qwen_tokenizer_json
+from mgm_omni.hub.tiny_mouth import TINY_NAME, cache_root, qwen_tokenizer_json
 from mgm_omni.config import OmniConfig
 from mgm_omni.models.audio_encoder import AudioEncoderConfig, DualAudioTower
 from mgm_omni.models.omni_lm import MGMOmni, VisionTowerWrapper

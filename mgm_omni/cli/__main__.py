@@ -1,0 +1,5 @@
+import sys
+
+from mgm_omni.cli import main
+
+sys.exit(main())

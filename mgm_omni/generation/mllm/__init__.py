@@ -1,0 +1,1 @@
+"""The MLLM (brain): prompt, positions, runner, long audio, vision inputs."""

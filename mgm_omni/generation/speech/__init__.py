@@ -1,0 +1,1 @@
+"""Speech decoding: row layout, chunk state step, prompt, runner, native step."""

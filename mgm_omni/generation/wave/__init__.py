@@ -1,0 +1,1 @@
+"""Token-to-wave: flow solver, streaming schedule, vocoders, reference prompt."""

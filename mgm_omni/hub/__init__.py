@@ -1,0 +1,1 @@
+"""Model resolution: ``--model``, the built-in defaults, the local hub cache."""
