@@ -1,4 +1,4 @@
-"""Our Qwen2/Qwen3 decoder stacks against transformers (test-only oracle), and cached == uncached."""
+"""Our Qwen2/Llama/Qwen3 decoder stacks against transformers (test-only oracle), and cached == uncached."""
 
 from __future__ import annotations
 
@@ -23,6 +23,10 @@ def _pair(kind: str, tie: bool = False):
         cfg = DecoderConfig(**SMALL, qk_norm=True, attention_bias=False, tie_word_embeddings=tie, model_type="qwen3")
         hf_cfg = transformers.Qwen3Config(**SMALL, tie_word_embeddings=tie, attention_bias=False)
         hf = transformers.Qwen3ForCausalLM(hf_cfg)
+    elif kind == "llama":  # the family decides: no q/k/v biases, no q/k norms
+        cfg = DecoderConfig(**SMALL, tie_word_embeddings=tie, llm_family="llama")
+        hf_cfg = transformers.LlamaConfig(**SMALL, tie_word_embeddings=tie, attention_bias=False)
+        hf = transformers.LlamaForCausalLM(hf_cfg)
     else:
         cfg = DecoderConfig(**SMALL, qk_norm=False, attention_bias=True, tie_word_embeddings=tie, model_type="qwen2")
         hf_cfg = transformers.Qwen2Config(**SMALL, tie_word_embeddings=tie)
@@ -38,7 +42,7 @@ def _pair(kind: str, tie: bool = False):
     return ours, hf
 
 
-@pytest.mark.parametrize("kind", ["qwen3", "qwen2"])
+@pytest.mark.parametrize("kind", ["qwen3", "qwen2", "llama"])
 @pytest.mark.parametrize("tie", [False, True])
 def test_logits_match_transformers(kind, tie):
     ours, hf = _pair(kind, tie)

@@ -26,17 +26,19 @@ def served(tiny_cache, tmp_path_factory):
                              model="tiny-random", mllm="tiny-random", temperature=0.0)
     mllm = services.backend.mllm
     mllm.config = dataclasses.replace(mllm.config, sampling=SamplingConfig(temperature=0.0), max_new_tokens=8)
+    transcriber = services.backend.transcriber
+    transcriber.config = dataclasses.replace(transcriber.config, max_new_tokens=8)
     srv = BackgroundServer(services).start()
     yield srv, services
     srv.stop()
 
 
 def _direct_transcript(mllm, wave16k) -> str:
-    from mgm_omni.engine.mllm_backend import TRANSCRIBE_PROMPT
+    from mgm_omni.generation.mllm.transcriber import TRANSCRIBE_PROMPT
     from mgm_omni.text import mllm_user_content
 
     prompt = mllm.prompt([("user", mllm_user_content(TRANSCRIBE_PROMPT, speech=True))], [mllm.encode_audio(wave16k)])
-    return mllm.generate(prompt)[0].strip()
+    return mllm.generate(prompt)[0].strip()  # greedy, 8 tokens: the fixture's settings
 
 
 def test_transcription_equals_a_direct_mllm_call(served):

@@ -1,7 +1,8 @@
-"""Checkpoint I/O: the only module that touches safetensors, ``.pt`` files and the model hub.
+"""Checkpoint I/O: the only package that touches safetensors, ``.pt`` and GGUF files and the model hub.
 
 Parameter names are kept exactly as upstream (Hugging Face / CosyVoice) writes them, so loading an
-official checkpoint is ``load_state_dict`` plus, where needed, a small tested name map.
+official checkpoint is ``load_state_dict`` plus, where needed, a small tested name map. GGUF files
+(llama.cpp) are read and converted to that form by :mod:`mgm_omni.checkpoint.gguf`.
 """
 
 from __future__ import annotations

@@ -115,12 +115,19 @@ def _jsonable(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
+# (q/k/v bias, q/k RMSNorm) of each LLM family the decoder builds. Llama checkpoints converted by llama.cpp
+# also have their q/k rows permuted for interleaved RoPE; checkpoint.gguf undoes that.
+LLM_FAMILIES: dict[str, tuple[bool, bool]] = {"qwen2": (True, False), "llama": (False, False), "qwen3": (False, True)}
+
+
 @dataclass
 class DecoderConfig(JsonConfig):
-    """A Qwen2 / Qwen2.5 / Qwen3 decoder stack.
+    """A decoder stack of one of the LLM families in :data:`LLM_FAMILIES` (Qwen2/2.5, Llama, Qwen3).
 
-    ``qk_norm`` selects Qwen3 (RMSNorm on q and k per head); ``attention_bias`` adds biases to
-    q/k/v (Qwen2 always has them). ``mrope_section`` switches RoPE to the 3-D multimodal form.
+    ``qk_norm`` adds RMSNorm on q and k per head (Qwen3); ``attention_bias`` adds biases to q/k/v
+    (Qwen2 always has them). ``llm_family`` fixes both: a flag left at its default takes the family's
+    value, one set against it is an error (:func:`load_llm_config` reads the family of a Hugging Face
+    config from its ``model_type``). ``mrope_section`` switches RoPE to the 3-D multimodal form.
     """
 
     vocab_size: int = 151936
@@ -139,8 +146,10 @@ class DecoderConfig(JsonConfig):
     hidden_act: str = "silu"
     rope_scaling: dict | None = None
     model_type: str = "qwen3"
+    llm_family: str | None = None
 
     def __post_init__(self) -> None:
+        self._apply_family()
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                      "num_attention_heads", "num_key_value_heads", "max_position_embeddings"):
             value = getattr(self, name)
@@ -157,9 +166,34 @@ class DecoderConfig(JsonConfig):
         _require(self.rope_theta > 0, f"rope_theta must be positive, got {self.rope_theta}")
         _require(0 < self.rms_norm_eps < 1, f"rms_norm_eps must be in (0, 1), got {self.rms_norm_eps}")
         _require(self.hidden_act == "silu", f"only hidden_act 'silu' is supported, got {self.hidden_act!r}")
+        rope_type = (self.rope_scaling or {}).get("rope_type", (self.rope_scaling or {}).get("type"))
+        _require(rope_type in (None, "default", "mrope"),
+                 f"rope_scaling type {rope_type!r} is not supported (only plain RoPE and mrope)")
         if self.mrope_section is not None:
             _require(len(self.mrope_section) == 3 and sum(self.mrope_section) * 2 == self.dim_per_head,
                      f"mrope_section {self.mrope_section} must have 3 parts summing to head_dim/2 = {self.dim_per_head // 2}")
+
+    def _apply_family(self) -> None:
+        declared = self.llm_family
+        if declared is None:
+            return
+        _require(declared in LLM_FAMILIES,
+                 f"llm_family must be one of {sorted(LLM_FAMILIES)}, got {declared!r}")
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for name, value in zip(("attention_bias", "qk_norm"), LLM_FAMILIES[declared]):
+            current = getattr(self, name)
+            if current == defaults[name]:
+                setattr(self, name, value)
+            else:
+                _require(current == value, f"{name}={current} contradicts llm_family {declared!r} "
+                                           f"(which has {name}={value})")
+
+    @property
+    def family(self) -> str:
+        """The LLM family: declared, or read off the flags (q/k norm: qwen3, q/k/v bias: qwen2, else llama)."""
+        if self.llm_family is not None:
+            return self.llm_family
+        return "qwen3" if self.qk_norm else "qwen2" if self.attention_bias else "llama"
 
     @property
     def dim_per_head(self) -> int:
@@ -257,7 +291,12 @@ class SpeechLMConfig(DecoderConfig):
 
 @dataclass
 class OmniConfig(DecoderConfig):
-    """``model_type: "MGMOmni"``: the Qwen2.5-VL LLM plus audio and vision towers (spec §4.8)."""
+    """``model_type: "MGMOmni"``: the Qwen2.5-VL LLM plus audio and vision towers (spec §4.8).
+
+    A brain whose LLM is not the official Qwen2.5 declares ``llm_family`` (e.g. ``"llama"``) and, when its
+    tokenizer is not in the model directory itself, ``brain_tokenizer`` (a folder relative to it); see
+    :class:`~mgm_omni.config.brain.BrainSpec`.
+    """
 
     model_type: str = "MGMOmni"
     attention_bias: bool = True
@@ -281,6 +320,7 @@ class OmniConfig(DecoderConfig):
     speech_encoder_hidden_size: int = 2560
     speech_norm: bool = False
     image_aspect_ratio: str | None = "qwen2vl"
+    brain_tokenizer: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -10,23 +10,26 @@ from __future__ import annotations
 
 import copy
 import threading
+from dataclasses import replace
 from collections.abc import Iterator
 
 import torch
 
 from mgm_omni.engine.understanding import ChatDelta, ChatMessage, UnderstandingBackend
+from mgm_omni.generation.mllm.transcriber import Transcriber
 
-TRANSCRIBE_PROMPT = "Please transcribe the audio."
 _FINISH = {"eos": "stop", "max_tokens": "length"}
 
 
 class MLLMBackend:
-    """:class:`~mgm_omni.engine.understanding.UnderstandingBackend` on a :class:`~mgm_omni.generation.mllm.runner.MLLM`."""
+    """:class:`~mgm_omni.engine.understanding.UnderstandingBackend` on a :class:`~mgm_omni.generation.mllm.runner.MLLM`;
+    transcripts come from its :class:`~mgm_omni.generation.mllm.transcriber.Transcriber` (``self.transcriber``)."""
 
     name = "mgm-omni"
 
     def __init__(self, mllm) -> None:
         self.mllm = mllm
+        self.transcriber = Transcriber(mllm)
         self._lock = threading.Lock()
 
     @classmethod
@@ -39,16 +42,15 @@ class MLLMBackend:
         return cls(MLLM.from_pretrained(mllm_location(name), dtype=torch_dtype, device=device))
 
     def transcribe(self, wave16k: torch.Tensor, language: str | None = None, prompt: str | None = None) -> str:
-        from mgm_omni.text import mllm_user_content
+        transcriber = self.transcriber
+        if prompt and prompt != transcriber.config.prompt:  # a per-request instruction; same weights
+            transcriber = Transcriber(self.mllm, replace(transcriber.config, prompt=prompt))
+        with self._lock:
+            return transcriber.transcribe(wave16k, language)
 
-        instruction = prompt or TRANSCRIBE_PROMPT
-        with self._lock, torch.inference_mode():
-            audio = self.mllm.encode_audio(wave16k)
-            p = self.mllm.prompt([("user", mllm_user_content(instruction, speech=True))], [audio])
-            return "".join(step.text for step in self.mllm.stream(p)).strip()
-
-    def chat(self, messages: list[ChatMessage], want_audio: bool) -> Iterator[ChatDelta]:
-        from mgm_omni.generation.omni import OmniChat, TextEvent, Turn
+    def chat(self, messages: list[ChatMessage], want_audio: bool, max_tokens: int | None = None,
+             temperature: float | None = None) -> Iterator[ChatDelta]:
+        from mgm_omni.generation.omni import OmniChat, OmniSettings, TextEvent, Turn
 
         system = "\n".join(m.text for m in messages if m.role == "system")
         turns = [m for m in messages if m.role != "system"]
@@ -58,14 +60,20 @@ class MLLMBackend:
         if system:  # a per-request system prompt: a shallow copy shares the weights
             mllm = copy.copy(self.mllm)
             mllm.system_prompt = system
+        text = self.mllm.config
+        if max_tokens is not None:
+            text = replace(text, max_new_tokens=max_tokens)
+        if temperature is not None:
+            text = replace(text, sampling=replace(text.sampling, temperature=temperature))
         with self._lock, torch.inference_mode():
-            chat = OmniChat(mllm)
+            chat = OmniChat(mllm, settings=OmniSettings(text=text))
             for m in turns[:-1]:
                 chat.turns.append(chat.user_turn(**_media(m)) if m.role == "user" else Turn("assistant", m.text))
             for event in chat.ask(**_media(turns[-1]), speak=False):
                 if isinstance(event, TextEvent) and event.text:
                     yield ChatDelta(event.text)
-            yield ChatDelta("", _FINISH.get(chat.last.text_finish or "eos", "stop"))
+            yield ChatDelta("", _FINISH.get(chat.last.text_finish or "eos", "stop"),
+                            prompt_tokens=chat.last_prompt.length, completion_tokens=len(chat.last.text_ids))
 
 
 def _media(message: ChatMessage) -> dict:

@@ -39,10 +39,13 @@ class ChatMessage:
 
 @dataclass
 class ChatDelta:
-    """A piece of the reply text; the last one has ``finish_reason`` ("stop" or "length")."""
+    """A piece of the reply text; the last one has ``finish_reason`` ("stop" or "length") and the token counts
+    (``prompt_tokens``: the whole prompt, media included; ``completion_tokens``: the reply's)."""
 
     text: str = ""
     finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
 
 
 class UnderstandingBackend(Protocol):
@@ -53,5 +56,7 @@ class UnderstandingBackend(Protocol):
     def transcribe(self, wave16k: torch.Tensor, language: str | None = None, prompt: str | None = None) -> str:
         """The transcript of a mono 16 kHz waveform (S,)."""
 
-    def chat(self, messages: list[ChatMessage], want_audio: bool) -> Iterator[ChatDelta]:
-        """Stream the assistant's reply to ``messages``; ``want_audio`` asks for a speakable reply."""
+    def chat(self, messages: list[ChatMessage], want_audio: bool, max_tokens: int | None = None,
+             temperature: float | None = None) -> Iterator[ChatDelta]:
+        """Stream the assistant's reply to ``messages``; ``want_audio`` asks for a speakable reply. ``max_tokens``
+        caps the reply, ``temperature`` its sampling (``None``: the model's own settings)."""

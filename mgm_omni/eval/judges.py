@@ -198,24 +198,28 @@ class ParaformerJudge(AsrJudge):
 
 
 class BrainJudge(AsrJudge):
-    """The MGM-Omni MLLM as the system under test in ASR evaluation, through the server's understanding
-    backend (``mgm_omni.engine.understanding.load_understanding``; any object with a ``transcribe(wave16k,
-    language)`` method works)."""
+    """The MGM-Omni MLLM as the system under test in ASR evaluation, through the transcriber that the CLI and
+    the server use too (:class:`mgm_omni.generation.mllm.transcriber.Transcriber`; any object with a
+    ``transcribe(wave16k, language)`` method works)."""
 
     long_form = True
 
     def __init__(self, model: str | None = None, device: str = "cpu", backend=None):
         if backend is None:
+            if not model:
+                raise JudgeError("mgm-omni:MODEL needs a model directory or hub id")
             try:
-                from mgm_omni.engine.mllm_backend import load_understanding
+                import torch
 
-                backend = load_understanding(model, device=device)
-            except Exception as exc:  # noqa: BLE001 - no runtime yet, no weights: one line
+                from mgm_omni.generation.mllm.transcriber import Transcriber
+                from mgm_omni.hub.tiny_brain import TINY_NAME, mllm_location
+
+                dtype = torch.float32 if model == TINY_NAME else torch.bfloat16
+                backend = Transcriber.from_pretrained(mllm_location(model), device=device, dtype=dtype)
+            except Exception as exc:  # noqa: BLE001 - no weights, no tower: one line
                 raise JudgeError(
                     f"the mgm-omni brain cannot transcribe here: {' '.join(str(exc).split())[:200]}"
                 ) from None
-            if backend is None:
-                raise JudgeError("mgm-omni:MODEL needs a model directory or hub id")
         self.backend = backend
         self.name = (
             f"mgm-omni:{Path(str(model)).name}" if model else f"mgm-omni:{getattr(backend, 'name', 'brain')}"

@@ -28,6 +28,7 @@ import torch
 from mgm_omni.generation.speech.chunk_state import ChunkRules, ChunkState, TokenText
 from mgm_omni.generation.speech.chunked_decode import ChunkAbort, DecodeConfig, RowEvent, SpeechResult
 from mgm_omni.generation.mllm.runner import MLLM, SHARED_TEXT_IDS, TextDecodeConfig, TextStep
+from mgm_omni.generation.mllm.text_bridge import TextBridge
 from mgm_omni.generation.sampling import mark_seen, sample
 from mgm_omni.generation.speech.prompt import PromptRows, SpecialIds, omni_prompt_rows
 from mgm_omni.generation.wave.token2wav import ReferencePrompt, StreamSchedule, Token2Wav
@@ -157,7 +158,8 @@ class SpeechTrack:
 
 
 def lockstep(text_steps: Iterator[TextStep], track: SpeechTrack | None = None, token2wav: Token2Wav | None = None,
-             voice=None, reply: OmniReply | None = None) -> Iterator[TextEvent | AudioEvent]:
+             voice=None, reply: OmniReply | None = None, bridge: TextBridge | None = None
+             ) -> Iterator[TextEvent | AudioEvent]:
     """Run the MLLM text stream and the speech track together, yielding one ordered event stream.
 
     Args:
@@ -165,8 +167,10 @@ def lockstep(text_steps: Iterator[TextStep], track: SpeechTrack | None = None, t
         track: the SpeechLM side (``None``: text only).
         token2wav, voice: the renderer and its stream state (``token2wav.start(...)``); ``None``: no audio.
         reply: filled in as the loop runs (text, ids, speech rows, audio, timings).
+        bridge: MLLM ids -> SpeechLM ids (``None``: unchanged, the official tokenizers share ids).
     """
     reply = reply if reply is not None else OmniReply()
+    bridge = bridge if bridge is not None else TextBridge()
     start, pieces, chunks = time.perf_counter(), [], []
     text_running = True
 
@@ -184,7 +188,8 @@ def lockstep(text_steps: Iterator[TextStep], track: SpeechTrack | None = None, t
             if step.finish_reason != "eos":
                 reply.text_ids.append(step.token)
                 if track is not None:
-                    track.push_text(step.token)
+                    for token in bridge.push(step.token, step.text):
+                        track.push_text(token)
             if step.text:
                 if reply.first_text_seconds is None:
                     reply.first_text_seconds = time.perf_counter() - start
@@ -193,6 +198,8 @@ def lockstep(text_steps: Iterator[TextStep], track: SpeechTrack | None = None, t
             if step.finished:
                 text_running, reply.text_finish = False, step.finish_reason
                 if track is not None:
+                    for token in bridge.finish(step.text if step.finish_reason == "eos" else ""):
+                        track.push_text(token)
                     track.finish_text()
         if track is None or track.finished:
             if not text_running:
@@ -240,7 +247,9 @@ class OmniChat:
         self.reference, self.reference_text = reference, reference_text
         settings = settings or OmniSettings()
         text = settings.text or mllm.config
-        if text.mask_from is None:
+        # Another brain tokenizer: its text is re-encoded for the mouth, and its own ids are never masked.
+        self.bridge = TextBridge.between(mllm.tokenizer, speech.tokenizer) if speech is not None else TextBridge()
+        if text.mask_from is None and self.bridge.identity:
             text = replace(text, mask_from=SHARED_TEXT_IDS)
         speech_cfg = settings.speech
         if speech_cfg is None and speech is not None:
@@ -304,7 +313,9 @@ class OmniChat:
                 voice = self.token2wav.start(self.reference, self.settings.schedule)
         reply = OmniReply()
         self.last = reply
-        yield from lockstep(text_steps, track, self.token2wav if voice is not None else None, voice, reply)
+        self.bridge.reset()
+        yield from lockstep(text_steps, track, self.token2wav if voice is not None else None, voice, reply,
+                            self.bridge)
         self.turns = turns + [Turn("assistant", reply.text)]
 
     def say(self, text: str = "", **kwargs) -> OmniReply:

@@ -18,17 +18,16 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from mgm_omni.checkpoint import CheckpointError, load_into, load_state_dict, resolve_pretrained
-from mgm_omni.config import OmniConfig, load_config, read_json
-from mgm_omni.models.audio_encoder import AudioEncoderConfig, DualAudioTower, encoder_state, main_encoder_name
+from mgm_omni.config import OmniConfig, load_config
+from mgm_omni.models.omni_towers import load_audio_tower, load_vision_tower
 from mgm_omni.models.projector import DualMLPSpeechProjector, SpeechProjectorConfig
 from mgm_omni.models.qwen import Decoder
-from mgm_omni.models.vision import VISION_KEY_PREFIXES, VisionConfig, VisionTower, vision_state_from
+from mgm_omni.models.vision import VisionConfig, VisionTower
 from mgm_omni.text import IMAGE_TOKEN_INDEX, SPEECH_TOKEN_INDEX
 
 # Keys of an official checkpoint that this module does not take from it: the towers come from their own
@@ -189,17 +188,24 @@ class MGMOmni(nn.Module):
         return torch.cat(pieces)[None], spans  # (1, T, H)
 
     def forward(self, embeds: torch.Tensor, positions: torch.Tensor | None = None, cache=None,
-                cache_pos: int | torch.Tensor | None = None, last_only: bool = False) -> torch.Tensor:
+                cache_pos: int | torch.Tensor | None = None, last_only: bool = False,
+                pad_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, H) input embeddings -> (B, T, vocab) logits (or (B, 1, vocab) with ``last_only``).
 
         Args:
             positions: (3, B, T) mRoPE positions (or (B, T) when all three axes agree); default: the
-                cache positions, which is right only for text-only input.
+                cache positions, which is right only for text-only input. An LLM without mRoPE takes 3-D
+                positions only when the three axes agree (text and audio; images need mRoPE).
             cache, cache_pos: a :class:`~mgm_omni.generation.kv_cache.KVCache` and where to write.
+            pad_mask: (B, T) bool, True at real tokens (padded batches without a cache).
         """
         if positions is not None and positions.dim() == 2 and self.cfg.mrope_section is not None:
             positions = positions[None].expand(3, -1, -1)
-        h = self.model(embeds, positions, cache, cache_pos)
+        elif positions is not None and positions.dim() == 3 and self.cfg.mrope_section is None:
+            if not bool((positions == positions[:1]).all()):
+                raise OmniInputError("this LLM has no mRoPE (rope_scaling.mrope_section): it cannot place images")
+            positions = positions[0]
+        h = self.model(embeds, positions, cache, cache_pos, pad_mask)
         return self.lm_head(h[:, -1:] if last_only else h)
 
     @classmethod
@@ -226,72 +232,24 @@ class MGMOmni(nn.Module):
         if "audio" in towers and cfg.mm_speech_tower:
             model.attach_towers(speech_tower=load_audio_tower(cfg, root))
         if "vision" in towers and cfg.mm_vision_tower:
-            model.attach_towers(vision_tower=load_vision_tower(cfg, root))
+            model.attach_towers(vision_tower=VisionTowerWrapper(load_vision_tower(cfg, root)))
         return model.to(device=device, dtype=dtype).eval()
 
+    @classmethod
+    def from_llm(cls, path: str | os.PathLike, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+                 **brain_fields) -> MGMOmni:
+        """A brain around a plain text LLM (a Hugging Face Qwen2.5 / Llama / Qwen3 directory, e.g. a converted
+        GGUF): its decoder and ``lm_head`` loaded, no projector unless ``brain_fields`` ask for one (untrained
+        then), no towers. ``brain_fields`` are further :class:`OmniConfig` fields."""
+        from mgm_omni.config.brain import load_llm_config
 
-def tower_dir(name: str, model_root: Path) -> Path:
-    """A tower repo named in the MLLM config: a folder of the model directory, a local path, or a hub id."""
-    if (model_root / name).is_dir():
-        return model_root / name
-    return resolve_pretrained(name, allow_patterns=["*.json", "*.safetensors", "*.bin", "*.txt"])
-
-
-def _tower_weights(path: Path) -> dict[str, torch.Tensor]:
-    if (path / "pytorch_model.bin").is_file() and not (path / "model.safetensors").is_file() \
-            and not (path / "model.safetensors.index.json").is_file():
-        return load_state_dict(path / "pytorch_model.bin")
-    return load_state_dict(path)
-
-
-def _load_encoder(path: Path) -> tuple[AudioEncoderConfig, dict[str, torch.Tensor]]:
-    data = read_json(path / "config.json")
-    if data.get("model_type") == "qwen2_audio":  # a full Qwen2-Audio repo: its encoder block
-        data = data.get("audio_config") or {}
-    state = _tower_weights(path)
-    if any(k.startswith("audio_tower.") for k in state):
-        state = {k[len("audio_tower."):]: v for k, v in state.items() if k.startswith("audio_tower.")}
-    return AudioEncoderConfig.from_dict(data), encoder_state(state)
-
-
-def load_audio_tower(cfg: OmniConfig, model_root: Path) -> DualAudioTower:
-    """The dual audio tower named by ``mm_speech_tower`` (must contain "dual") and ``speech_tower_aux``."""
-    if "dual" not in cfg.mm_speech_tower.lower() or not cfg.speech_tower_aux:
-        raise CheckpointError(f"mm_speech_tower {cfg.mm_speech_tower!r}: only the dual tower (a name containing "
-                              "'Dual', plus speech_tower_aux) is supported")
-    main_cfg, main_state = _load_encoder(tower_dir(main_encoder_name(cfg.mm_speech_tower), model_root))
-    aux_cfg, aux_state = _load_encoder(tower_dir(cfg.speech_tower_aux, model_root))
-    tower = DualAudioTower(main_cfg, aux_cfg)
-    load_into(tower.speech_tower, main_state)
-    load_into(tower.speech_tower_aux, aux_state)
-    return tower
-
-
-def _vision_weights(path: Path) -> dict[str, torch.Tensor]:
-    # A Qwen2.5-VL repo is mostly LLM: read only the shards that hold vision tensors.
-    index = path / "model.safetensors.index.json"
-    if not index.is_file():
-        return _tower_weights(path)
-    weight_map = read_json(index).get("weight_map", {})
-    shards = sorted({f for k, f in weight_map.items() if k.startswith(VISION_KEY_PREFIXES[:-1])})
-    if not shards:
-        raise CheckpointError(f"{path}: the index lists no vision tower tensors")
-    state: dict[str, torch.Tensor] = {}
-    for shard in shards:
-        state.update(load_state_dict(path / shard))
-    return state
-
-
-def load_vision_tower(cfg: OmniConfig, model_root: Path) -> VisionTowerWrapper:
-    """The Qwen2.5-VL vision tower named by ``mm_vision_tower`` (its repo's ``vision_config`` if it has one,
-    else the MLLM config's); its output width must be the LLM's."""
-    path = tower_dir(cfg.mm_vision_tower, model_root)
-    data = read_json(path / "config.json") if (path / "config.json").is_file() else {}
-    block = data.get("vision_config")
-    vcfg = VisionConfig.from_dict(block) if block else VisionConfig.from_omni(cfg)
-    if vcfg.out_hidden_size != cfg.hidden_size:
-        raise CheckpointError(f"{path}: vision out_hidden_size {vcfg.out_hidden_size} != LLM hidden_size "
-                              f"{cfg.hidden_size}")
-    tower = VisionTower(vcfg)
-    load_into(tower, vision_state_from(_vision_weights(path)))
-    return VisionTowerWrapper(tower)
+        llm = load_llm_config(path)
+        shared = {n: getattr(llm, n) for n in llm.field_names() if n not in ("model_type", "extra")}
+        cfg = OmniConfig(**{**shared, "mm_speech_projector_type": None, "image_aspect_ratio": None,
+                            **brain_fields})
+        model = cls(cfg)
+        tied = [("lm_head.weight", "model.embed_tokens.weight")] if cfg.tie_word_embeddings else []
+        state = load_state_dict(path)
+        missing = [k for k in model.state_dict() if k not in state and k.startswith("model.mm_speech_projector.")]
+        load_into(model, {**state, **{k: model.state_dict()[k] for k in missing}}, tied=tied)
+        return model.to(device=device, dtype=dtype).eval()

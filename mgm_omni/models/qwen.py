@@ -1,16 +1,21 @@
-"""Qwen2 / Qwen2.5 / Qwen3 decoder stacks and the causal LM around them.
+"""Decoder stacks of the Qwen2 / Qwen2.5, Llama and Qwen3 families and the causal LM around them.
 
 ``Decoder`` is used three ways: the SpeechLM backbone (embedding + layers + final norm), the
 TTS-Adapter (layers only, no embedding, no final norm) and the MLLM's LLM (with mRoPE). Inputs are
-embeddings so callers can build them (the SpeechLM's 5-way mean, the MLLM's spliced media).
+embeddings so callers can build them (the SpeechLM's 5-way mean, the MLLM's spliced media). The family
+(``cfg.family``) only decides q/k/v biases and q/k norms; RoPE, norms and the SwiGLU MLP are shared.
 """
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 
+from mgm_omni.checkpoint import load_into, load_state_dict
 from mgm_omni.config import DecoderConfig
+from mgm_omni.config.brain import load_llm_config
 from mgm_omni.models.layers import DecoderLayer, RMSNorm, rope_cos_sin, rope_inv_freq
 
 Mask = torch.Tensor | str | None
@@ -131,3 +136,14 @@ class CausalLM(nn.Module):
         """(B, T) ids -> (B, T, vocab) logits."""
         h = self.model(self.model.embed_tokens(input_ids), positions, cache, cache_pos, pad_mask)
         return self.lm_head(h)
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, dtype: torch.dtype = torch.float32,
+                        device: torch.device | str = "cpu") -> CausalLM:
+        """A Hugging Face text-LLM directory (``model_type`` qwen2 / llama / qwen3: an official Qwen2.5 or
+        Qwen3 release, or a GGUF file converted by :func:`mgm_omni.checkpoint.gguf.convert_gguf`)."""
+        cfg = load_llm_config(path)
+        model = cls(cfg)
+        tied = [("lm_head.weight", "model.embed_tokens.weight")] if cfg.tie_word_embeddings else []
+        load_into(model, load_state_dict(path), tied=tied)
+        return model.to(device=device, dtype=dtype).eval()

@@ -21,6 +21,7 @@ import torch
 
 from mgm_omni.checkpoint import resolve_pretrained
 from mgm_omni.config import read_json
+from mgm_omni.config.brain import BrainSpec
 from mgm_omni.generation.mllm import positions as _positions
 from mgm_omni.generation.kv_cache import KVCache, cache_for
 from mgm_omni.generation.sampling import SamplingConfig, mark_seen, sample
@@ -240,7 +241,8 @@ class MLLM:
     def from_pretrained(cls, path_or_repo_id: str | os.PathLike, dtype: torch.dtype = torch.float32,
                         device: torch.device | str = "cpu", towers: Sequence[str] = ("audio", "vision"),
                         config: TextDecodeConfig | None = None, temperature: float | None = None) -> MLLM:
-        """Model (with the named towers), tokenizer and stop ids of an official-format MLLM directory.
+        """Model (with the named towers), tokenizer and stop ids of an official-format MLLM directory (the
+        tokenizer from the folder its :class:`~mgm_omni.config.brain.BrainSpec` names).
 
         Text sampling comes from ``config`` if given, else from ``generation_config.json`` (top-k, top-p,
         repetition penalty) with ``temperature`` (default 0.3, the official CLI value); the effective values
@@ -248,7 +250,7 @@ class MLLM:
         """
         root = resolve_pretrained(path_or_repo_id, allow_patterns=["*.json", "*.safetensors", "*.txt"])
         model = MGMOmni.from_pretrained(root, dtype=dtype, device=device, towers=towers)
-        tokenizer = Tokenizer.from_dir(root)
+        tokenizer = Tokenizer.from_dir(BrainSpec.of(root, model.cfg).tokenizer_dir)
         gen_cfg = read_json(root / "generation_config.json") if (root / "generation_config.json").is_file() else {}
         eos = gen_cfg.get("eos_token_id")  # Qwen2.5-VL lists <|im_end|> and <|endoftext|>
         stops = [tokenizer.eos_token_id] + [int(e) for e in (eos if isinstance(eos, list) else [eos] if eos else [])]
@@ -339,7 +341,7 @@ def _vision_settings(model: MGMOmni, root):
     tower = model.model.vision_tower
     if tower is None:
         return None
-    from mgm_omni.models.omni_lm import tower_dir
+    from mgm_omni.models.omni_towers import tower_dir
     from mgm_omni.generation.mllm.vision_inputs import VisionPreprocessConfig
 
     c = tower.cfg
