@@ -26,13 +26,16 @@ class ScriptedBackend:
         self.seen.append(("transcribe", tuple(wave16k.shape), language, prompt))
         return f"{wave16k.shape[0]} samples at 16 kHz"
 
-    def chat(self, messages, want_audio):
+    def chat(self, messages, want_audio, max_tokens=None, temperature=None):
+        """One word per token; ``max_tokens`` cuts the reply ("length"); the prompt counts one token per part."""
         kinds = [p.kind for m in messages for p in m.parts]
         self.seen.append(("chat", kinds, want_audio, [m.role for m in messages]))
+        self.limits = (max_tokens, temperature)
         words = self.reply.split(" ")
-        for i, w in enumerate(words):
+        kept = words[:max_tokens] if max_tokens else words
+        for i, w in enumerate(kept):
             yield ChatDelta(w if i == 0 else " " + w)
-        yield ChatDelta("", "stop")
+        yield ChatDelta("", "length" if len(kept) < len(words) else "stop", len(kinds), len(kept))
 
 
 def wav_bytes(wave: np.ndarray, sr: int) -> bytes:

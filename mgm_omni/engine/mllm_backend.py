@@ -1,7 +1,8 @@
 """The MGM-Omni MLLM as the server's understanding backend (transcription and text chat).
 
-Requests are served one at a time (a lock): the MLLM decodes one sequence per call, so concurrent
-requests queue here rather than contend for the cores. Chat replies are text; the server speaks them
+Requests run side by side: each has its own KV cache and decoder state, and the weights are only read, so a
+long chat holds no other request behind it (the server bounds how many run at once,
+``ServingConfig.mllm_concurrency``). Chat replies are text; the server speaks them
 with its batched speech engine after the text is complete (not in lock-step with the text, as
 ``generation.omni.OmniChat`` can do for a single local user).
 """
@@ -9,7 +10,6 @@ with its batched speech engine after the text is complete (not in lock-step with
 from __future__ import annotations
 
 import copy
-import threading
 from dataclasses import replace
 from collections.abc import Iterator
 
@@ -30,7 +30,6 @@ class MLLMBackend:
     def __init__(self, mllm) -> None:
         self.mllm = mllm
         self.transcriber = Transcriber(mllm)
-        self._lock = threading.Lock()
 
     @classmethod
     def load(cls, name: str, device: str = "cpu", dtype: str | None = None) -> MLLMBackend:
@@ -42,11 +41,10 @@ class MLLMBackend:
         return cls(MLLM.from_pretrained(mllm_location(name), dtype=torch_dtype, device=device))
 
     def transcribe(self, wave16k: torch.Tensor, language: str | None = None, prompt: str | None = None) -> str:
-        transcriber = self.transcriber
-        if prompt and prompt != transcriber.config.prompt:  # a per-request instruction; same weights
-            transcriber = Transcriber(self.mllm, replace(transcriber.config, prompt=prompt))
-        with self._lock:
-            return transcriber.transcribe(wave16k, language)
+        config = self.transcriber.config
+        if prompt and prompt != config.prompt:  # a per-request instruction; same weights
+            config = replace(config, prompt=prompt)
+        return Transcriber(self.mllm, config).transcribe(wave16k, language)  # its own stats: requests overlap
 
     def chat(self, messages: list[ChatMessage], want_audio: bool, max_tokens: int | None = None,
              temperature: float | None = None) -> Iterator[ChatDelta]:
@@ -65,7 +63,7 @@ class MLLMBackend:
             text = replace(text, max_new_tokens=max_tokens)
         if temperature is not None:
             text = replace(text, sampling=replace(text.sampling, temperature=temperature))
-        with self._lock, torch.inference_mode():
+        with torch.inference_mode():
             chat = OmniChat(mllm, settings=OmniSettings(text=text))
             for m in turns[:-1]:
                 chat.turns.append(chat.user_turn(**_media(m)) if m.role == "user" else Turn("assistant", m.text))

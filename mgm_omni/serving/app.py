@@ -22,6 +22,7 @@ Routes: ``POST /v1/audio/speech``, ``POST /v1/audio/transcriptions``, ``POST /v1
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
@@ -40,6 +41,7 @@ from mgm_omni.serving.services import Services
 
 PUBLIC_PATHS = ("/health",)
 log = logging.getLogger(__name__)
+ACCESS_LOG = logging.getLogger("mgm_omni.serving.access")  # one line per request (``mgm-omni serve`` shows it)
 
 
 def create_app(services: Services, close_on_shutdown: bool = True) -> FastAPI:
@@ -53,6 +55,7 @@ def create_app(services: Services, close_on_shutdown: bool = True) -> FastAPI:
 
     app = FastAPI(title="mgm-omni", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.services = services
+    app.state.mllm_slots = asyncio.Semaphore(services.config.mllm_concurrency)  # chat + transcription at once
     # Added first, so it sits inside the auth/metrics middleware: a body that passes the limit while it is
     # read raises in the route's own call stack, where the APIError handler turns it into a 413.
     app.add_middleware(BodyLimitMiddleware, limit=services.config.max_upload_bytes)
@@ -126,5 +129,9 @@ def create_app(services: Services, close_on_shutdown: bool = True) -> FastAPI:
 def _count(services: Services, request: Request, status: int, start: float) -> None:
     route = request.scope.get("route")
     endpoint = getattr(route, "path", "unmatched")
+    seconds = time.perf_counter() - start
     services.metrics.requests.inc(endpoint=endpoint, status=str(status))
-    services.metrics.latency.observe(time.perf_counter() - start, endpoint=endpoint)
+    services.metrics.latency.observe(seconds, endpoint=endpoint)
+    client = request.client.host if request.client else "-"
+    # A streamed response is logged when its headers go out: the time is the time to the first byte.
+    ACCESS_LOG.info("%s %s %s %d %.2f s", client, request.method, request.url.path, status, seconds)

@@ -19,6 +19,9 @@ class ServingConfig:
         max_batch: requests decoded together in one SpeechLM batch (B).
         batch_window_s: how long the engine waits for more requests before starting a batch.
         max_rows: SpeechLM rows per request (160 ms each at k=4): bounds the length of one reply.
+        max_chat_tokens: most text tokens one chat reply may ask for (``max_tokens``) -> 400 above it.
+        mllm_concurrency: chat and transcription requests the MLLM serves at the same time; more wait their
+            turn (one long chat never holds the others behind it).
         voices_dir: where uploaded voices are stored (survives restarts).
         api_key: if set, every route but ``/health`` needs ``Authorization: Bearer <api_key>``.
         model_name / mllm_name: ids reported by ``/v1/models``.
@@ -33,6 +36,8 @@ class ServingConfig:
     max_batch: int = 8
     batch_window_s: float = 0.02
     max_rows: int = 8192
+    max_chat_tokens: int = 4096
+    mllm_concurrency: int = 4
     voices_dir: Path = Path("~/.cache/mgm-omni/voices")
     api_key: str | None = None
     model_name: str = "mgm-omni-tts"
@@ -41,7 +46,8 @@ class ServingConfig:
 
     def __post_init__(self) -> None:
         self.voices_dir = Path(self.voices_dir).expanduser()
-        for name in ("max_upload_bytes", "max_input_chars", "max_queue", "max_batch", "max_rows"):
+        for name in ("max_upload_bytes", "max_input_chars", "max_queue", "max_batch", "max_rows", "max_chat_tokens",
+                     "mllm_concurrency"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"ServingConfig.{name} must be a positive int, got {value!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
@@ -11,8 +12,10 @@ from pathlib import Path
 
 import uvicorn
 
-from mgm_omni.serving.app import create_app
+from mgm_omni.serving.app import ACCESS_LOG, create_app
 from mgm_omni.serving.services import Services
+
+log = logging.getLogger(__name__)
 
 
 def services_from_args(args, api_key: str | None = None) -> Services:
@@ -42,9 +45,35 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def serve(services: Services, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
-    """Serve until interrupted; the engine stops with the server."""
-    uvicorn.run(create_app(services), host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+class AnnouncingServer(uvicorn.Server):
+    """uvicorn that logs where it listens once its socket is bound (port 0: the port it got)."""
+
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and self.servers:
+            port = self.servers[0].sockets[0].getsockname()[1]
+            url = f"http://{self.config.host}:{port}"
+            log.info("mgm-omni API on %s (OpenAI base_url %s/v1); requests are logged below, Ctrl-C stops", url, url)
+
+
+def log_to_stderr() -> None:
+    """Show the server's start-up line and one line per request on stderr, whatever the CLI's log level."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    handler.set_name("mgm-omni-serve")
+    for logger in (log, ACCESS_LOG):
+        logger.setLevel(logging.INFO)
+        if not any(h.get_name() == handler.get_name() for h in logger.handlers):
+            logger.addHandler(handler)
+        logger.propagate = False
+
+
+def serve(services: Services, host: str = "127.0.0.1", port: int = 8000, log_level: str = "warning") -> None:
+    """Serve until interrupted, logging the URL and every request; the engine stops with the server."""
+    log_to_stderr()
+    config = uvicorn.Config(create_app(services), host=host, port=port, log_level=log_level, access_log=False,
+                            timeout_graceful_shutdown=5)
+    AnnouncingServer(config).run()
 
 
 class BackgroundServer:
@@ -54,8 +83,9 @@ class BackgroundServer:
                  close_services: bool = True) -> None:
         self.host, self.port = host, port or free_port(host)
         config = uvicorn.Config(create_app(services, close_on_shutdown=close_services), host=self.host,
-                                port=self.port, log_level="warning", timeout_graceful_shutdown=2)
-        self.server = uvicorn.Server(config)
+                                port=self.port, log_level="warning", access_log=False,
+                                timeout_graceful_shutdown=2)
+        self.server = AnnouncingServer(config)
         self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
 
     @property

@@ -1,7 +1,7 @@
 """The Gradio web demo: chat (text or microphone in; text and streamed speech out), TTS, reference voices.
 
 Layout and event wiring only; every action is a :class:`~mgm_omni.serving.demo_service.DemoService` call.
-Binds to 127.0.0.1 and never opens a public share link unless ``share=True`` is asked for.
+Binds to 127.0.0.1 and never opens a public link unless asked for (``mgm-omni demo --share``).
 """
 
 from __future__ import annotations
@@ -104,10 +104,28 @@ def build_demo(services: Services):
 
 
 def launch(services: Services, host: str = "127.0.0.1", port: int = 8888, share: bool = False,
-           block: bool = True):
-    """Serve the demo on ``host:port`` (a public link only with ``share=True``); returns the Blocks."""
+           block: bool = True, out=None):
+    """Serve the demo on ``host:port`` (a public link only with ``share``) and say where; returns the Blocks.
+
+    Gradio's own start-up lines are silenced: they tell a user to edit code (``share=True``), where the
+    command line has ``--share``.
+    """
+    import sys
+
+    out = out or sys.stderr
     demo = build_demo(services)
     demo.queue(default_concurrency_limit=services.config.max_batch)
-    demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block,
-                show_error=True, quiet=not block)
+    demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=True, show_error=True,
+                quiet=True)
+    print(f"MGM-Omni demo running on {demo.local_url}", file=out)
+    if share and demo.share_url:
+        print(f"Public link (anyone with it can use this demo): {demo.share_url}", file=out)
+    elif share:
+        print("Could not create a public link (no connection to the share server?); the demo is local only.",
+              file=out)
+    else:
+        print("Local only; to create a public link, restart with: mgm-omni demo --share", file=out)
+    if block:
+        print("Press Ctrl-C to stop.", file=out, flush=True)
+        demo.block_thread()
     return demo
