@@ -257,3 +257,21 @@ def test_asr_task_with_the_real_tiny_brain(tmp_path, monkeypatch):
     direct = judge.backend.transcribe(torch.from_numpy(_tone(0.5).astype("float32")), "en").strip()
     # the item keeps the judge's transcript (possibly cut by the loop guard): a prefix of the direct call
     assert item["transcription"] and direct.startswith(item["transcription"][:40])
+
+
+def test_missing_data_path_is_one_error_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "system"
+    args = ["eval", "--data-path", str(tmp_path / "no-such-data"), "--output-dir", str(out), "--no-plots",
+            "--hypotheses", str(tmp_path / "hyp.txt")]
+    assert cli_main(args) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"mgm-omni eval: error: --data-path {tmp_path / 'no-such-data'}: no such file or directory\n"
+    assert not out.exists()
+    # a folder where no requested split exists: one error naming them, still nothing written
+    data, out = make_benchmark(tmp_path)
+    shutil.rmtree(out / "eval", ignore_errors=True)
+    assert cli_main(["eval", "--data-path", str(data), "--output-dir", str(out), "--split", "xx,yy", "--no-plots"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mgm-omni eval: error: nothing to evaluate: ") and err.count("\n") == 1
+    assert "'xx'" in err and "'yy'" in err and not (out / "eval").exists()

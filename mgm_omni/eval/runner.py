@@ -27,8 +27,9 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
 from pathlib import Path
 
-from mgm_omni.eval.datasets import LONG_TTS_EVAL_SPLITS, DatasetError, EvalSplit, list_splits, load_split
+from mgm_omni.eval.datasets import DatasetError, EvalSplit
 from mgm_omni.eval.generate import generate_missing, read_timing, wav_path
+from mgm_omni.eval.inputs import load_one, load_splits, read_hypotheses
 from mgm_omni.eval.options import (
     EvalError,
     EvalOptions,
@@ -48,30 +49,6 @@ def record_path(output_dir: Path, split: str, item_id: str) -> Path:
     if safe != item_id:  # keep distinct ids distinct after sanitising
         safe = f"{safe}-{zlib.crc32(item_id.encode('utf-8')):08x}"
     return output_dir / "eval" / split / "items" / f"{safe}.json"
-
-
-def read_hypotheses(path: str) -> dict[str, str]:
-    """``{id, text}`` JSONL, or Kaldi-style ``ID TEXT`` lines."""
-    out: dict[str, str] = {}
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise EvalError(f"cannot read --hypotheses {path}: {exc}") from None
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        if line.lstrip().startswith("{"):
-            try:
-                rec = json.loads(line)
-                out[str(rec["id"])] = str(rec.get("text") or "")
-            except (ValueError, KeyError, TypeError):
-                raise EvalError(
-                    f"--hypotheses {path} line {n}: expected a JSON object with 'id' and 'text'"
-                ) from None
-        else:
-            rid, _, text = line.strip().partition(" ")
-            out[rid] = text.strip()
-    return out
 
 
 # ----------------------------------------------------------------------------------- worker processes
@@ -120,30 +97,14 @@ def _score_items(tasks: list[tuple], scorer: Scorer, opts: EvalOptions, out_path
 # ------------------------------------------------------------------------------------------- one split
 
 
-def _split_names(opts: EvalOptions) -> list[str]:
-    if opts.splits:
-        return list(opts.splits)
-    path = Path(opts.data_path)
-    if path.is_file():
-        return [path.parent.name if path.stem == "meta" else path.stem]
-    names = list_splits(path) if path.is_dir() else []
-    if not names and path.is_dir() and next(path.rglob("*.trans.txt"), None):
-        return [path.name]
-    return names or list(LONG_TTS_EVAL_SPLITS)
-
-
-def _load(opts: EvalOptions, name: str) -> EvalSplit:
-    path = Path(opts.data_path)
-    if path.is_dir() and not opts.splits and not list_splits(path):  # a LibriSpeech set given directly
-        return load_split(path.parent, name, opts.data_format, opts.language)
-    return load_split(opts.data_path, None if path.is_file() else name, opts.data_format, opts.language)
-
-
-def evaluate_split(opts: EvalOptions, name: str, scorer: Scorer, hypotheses: dict[str, str] | None) -> dict:
-    """Load, (generate,) score and summarise one split; every failure ends up counted in the summary."""
+def evaluate_split(opts: EvalOptions, name: str, scorer: Scorer, hypotheses: dict[str, str] | None,
+                   split: EvalSplit | DatasetError | None = None) -> dict:
+    """(Load,) (generate,) score and summarise one split; every failure ends up counted in the summary."""
     out = Path(opts.output_dir)
     try:
-        split = _load(opts, name)
+        split = load_one(opts, name) if split is None else split
+        if isinstance(split, DatasetError):
+            raise split
     except DatasetError as exc:
         return summarize_split(name, [], error=str(exc))
     items = split.items[: opts.limit] if opts.limit else split.items
@@ -200,17 +161,20 @@ def evaluate_split(opts: EvalOptions, name: str, scorer: Scorer, hypotheses: dic
 def run(opts: EvalOptions, scorer: Scorer | None = None) -> dict:
     """Score every split of ``opts`` and write all outputs; returns the summary (also in eval/summary.json).
 
-    ``scorer`` lets a caller share an already loaded judge/encoder (used with ``jobs == 1``).
+    ``scorer`` lets a caller share an already loaded judge/encoder (used with ``jobs == 1``). When no split
+    can be loaded (a missing ``--data-path``, an unreachable hub) it raises one :class:`EvalError` and
+    writes nothing.
     """
     out = Path(opts.output_dir)
-    (out / "eval").mkdir(parents=True, exist_ok=True)
+    loaded = load_splits(opts)
+    hypotheses = read_hypotheses(opts.hypotheses) if opts.hypotheses else None
     scorer = scorer or Scorer(opts.score, device=opts.device, threads=opts.threads)
     if opts.score.speaker_encoder != "none":
         scorer.encoder  # noqa: B018 - an unknown or missing encoder stops the run here, not item by item
-    hypotheses = read_hypotheses(opts.hypotheses) if opts.hypotheses else None
+    (out / "eval").mkdir(parents=True, exist_ok=True)
     splits = {}
-    for name in _split_names(opts):
-        splits[name] = evaluate_split(opts, name, scorer, hypotheses)
+    for name, split in loaded.items():
+        splits[name] = evaluate_split(opts, name, scorer, hypotheses, split)
         s = splits[name]
         print(
             f"{name}: WER: {s['wer']}"
@@ -264,15 +228,13 @@ def compare(opts: EvalOptions) -> str:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    """Entry used by ``mgm-omni eval`` (``cli_commands.run_eval``)."""
+    """Entry used by ``mgm-omni eval`` (``mgm_omni.cli.eval_command.run``)."""
     opts = options_from_args(args)
     if opts.compare:
         compare(opts)
         return 0
     summary = run(opts)
     states = [s["state"] for s in summary["splits"].values()]
-    if all(state == "load_error" for state in states):
-        return 1  # nothing could even be loaded: the reasons are printed above and in the summary
     return 1 if opts.strict and any(state != "ok" for state in states) else 0
 
 
