@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mgm_omni.config import SpeechLMConfig  # noqa: E402
-from mgm_omni.generation.speech.chunk_state import TokenText  # noqa: E402
+from mgm_omni.text import BPEFrontEnd  # noqa: E402
 from mgm_omni.generation.speech.chunked_decode import ChunkedDecoder, DecodeConfig  # noqa: E402
 from mgm_omni.generation.speech.cpu_linear import pack_linears, packing_available  # noqa: E402
 from mgm_omni.generation.sampling import SamplingConfig  # noqa: E402
@@ -137,7 +137,7 @@ def engine_run(model: SpeechLM, rows: int, pack: bool, native=None) -> list[floa
     prompt[:, 0] = torch.arange(1000, 1060)
     buffer = [13 if i % 12 == 11 else 2000 + i for i in range(400)]
     runner = SpeechLMRunner(model, head=speech_head(model, pack), native=native)
-    dec = ChunkedDecoder(runner, ids, TokenText(ToyTokenizer()),
+    dec = ChunkedDecoder(runner, ids, BPEFrontEnd(ToyTokenizer()),
                          DecodeConfig(sampling=SamplingConfig(temperature=0.0), max_new_rows=rows))
     stamps, out = [], []
     for event in dec.stream([PromptRows(prompt, buffer)]):

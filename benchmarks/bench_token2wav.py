@@ -16,7 +16,7 @@ import torch
 
 from mgm_omni.hub.tiny_mouth import COSYVOICE_YAML
 from mgm_omni.config.cosyvoice import CosyVoice2Config, read_hyperpyyaml
-from mgm_omni.generation.pipeline import builtin_reference
+from mgm_omni.hub.tiny_mouth import builtin_voice
 from mgm_omni.generation.wave.token2wav import StreamSchedule, Token2Wav
 from mgm_omni.generation.wave.assets import build_flow, build_hift
 
@@ -60,7 +60,7 @@ def _full_yaml():
 
 def bench(size: str, seconds: int, schedules: tuple[str, ...] = ("ours", "official")) -> dict:
     t2w = make_renderer(size)
-    prompt, _ = builtin_reference()
+    prompt = builtin_voice()
     n = seconds * 25
     tokens = torch.randint(0, 6561, (n,), generator=torch.Generator().manual_seed(0)).tolist()
     out = {"size": size, "audio_s": seconds}

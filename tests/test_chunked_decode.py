@@ -13,7 +13,7 @@ import torch
 from golden import golden_params
 from safetensors.torch import load_file
 
-from mgm_omni.generation.speech.chunk_state import AbortCause, ChunkRules, ChunkState, RowKind, TokenText
+from mgm_omni.generation.speech.chunk_state import AbortCause, ChunkRules, ChunkState, RowKind
 from mgm_omni.generation.speech.native_build import available as native_available
 from mgm_omni.generation.speech.chunked_decode import ChunkedDecoder, DecodeConfig, RetryPolicy
 from mgm_omni.generation.sampling import SamplingConfig
@@ -22,7 +22,7 @@ from mgm_omni.generation.speech.prompt import PromptRows, SpecialIds, SpeechProm
 from mgm_omni.generation.speech.runner import SpeechLMRunner
 from mgm_omni.generation.speech.token_stream import official_vocoder_tokens, vocoder_tokens
 from mgm_omni.models.speech_lm import SpeechLM
-from mgm_omni.text import Tokenizer
+from mgm_omni.text import BPEFrontEnd, Tokenizer
 
 MARK = "speechlm/MGM-Omni-TTS-tiny/config.json"
 RUNS = [f"{c}__{p}" for c in ("base", "eos_variant") for p in ("en_markdown", "zh", "en_hardcap")]
@@ -224,7 +224,7 @@ TOY = SpecialIds(pad_text=20, eos_text=21, audio_start=22, audio_end=23, audio_s
 
 
 def _drive(buffer, sampled, rules=ChunkRules(), k=4):
-    state = ChunkState(buffer, TOY, rules, TokenText(ToyTokenizer()), k)
+    state = ChunkState(buffer, TOY, rules, BPEFrontEnd(ToyTokenizer()), k)
     out = []
     while not state.done:
         out.append(state.next_row(sampled(len(out), state)))
@@ -320,7 +320,7 @@ def test_k4_and_k1_engines_agree_on_the_token_stream():
     rules = {k: dataclasses.replace(ChunkRules.for_slots(k), sentence_min_text=3, max_text=6) for k in (4, 1)}
     outs = {}
     for k in (4, 1):
-        dec = ChunkedDecoder(ScriptedRunner(k), TOY, TokenText(ToyTokenizer()), DecodeConfig(
+        dec = ChunkedDecoder(ScriptedRunner(k), TOY, BPEFrontEnd(ToyTokenizer()), DecodeConfig(
             sampling=SamplingConfig(temperature=0.0), rules=rules[k]))
         outs[k] = dec.generate([PromptRows(p.rows[:, : k + 1], p.buffer) for p in prompts])
     for i, text in enumerate(texts):
@@ -351,7 +351,7 @@ def test_k1_engine_with_a_real_model_batched_equals_alone():
     model = random_speech_lm(cfg, seed=5)
     ids = SpecialIds(pad_text=20, eos_text=21, audio_start=47, audio_end=48, audio_sep=49, speech_eos=38,
                      speech_pad=39)
-    dec = ChunkedDecoder(SpeechLMRunner(model), ids, TokenText(ToyTokenizer()),
+    dec = ChunkedDecoder(SpeechLMRunner(model), ids, BPEFrontEnd(ToyTokenizer()),
                          DecodeConfig(sampling=SamplingConfig(temperature=0.0), max_new_rows=400,
                                       rules=ChunkRules(sentence_min_text=2, max_text=6, step_cap_factor=3,
                                                        blank_min_slots=1)))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from mgm_omni.generation.speech.chunk_state import AbortCause, RowKind, TokenText
+from mgm_omni.generation.speech.chunk_state import AbortCause, RowKind
 from mgm_omni.generation.speech.chunked_decode import DecodeConfig
 from mgm_omni.generation.mllm.runner import MLLM, TextDecodeConfig, TextDetokenizer, TextStep
 from mgm_omni.generation.omni import (
@@ -29,7 +29,7 @@ from mgm_omni.generation.speech.prompt import PromptRows, SpecialIds
 from mgm_omni.generation.speech.token_stream import vocoder_tokens
 from mgm_omni.models.omni_lm import OmniInputError
 from mgm_omni.hub.tiny_brain import tiny_omni_config, write_omni_dir
-from mgm_omni.text import Tokenizer
+from mgm_omni.text import BPEFrontEnd, Tokenizer
 
 IDS = SpecialIds(pad_text=151643, eos_text=151645, audio_start=151669, audio_end=151670, audio_sep=151671,
                  speech_eos=6561, speech_pad=6562)
@@ -72,15 +72,14 @@ def cache_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def mouth(cache_dir):
-    """The tiny SpeechLM, its token2wav and the built-in reference voice."""
+    """The tiny SpeechLM, its token2wav and the voice it ships."""
+    from mgm_omni.generation.pipeline import load_mouth
+    from mgm_omni.generation.voice import shipped_voice
     from mgm_omni.hub.tiny_mouth import ensure_tiny_random
-    from mgm_omni.generation.pipeline import builtin_reference
-    from mgm_omni.generation.speech.generator import SpeechGenerator
-    from mgm_omni.generation.wave.assets import load_token2wav
 
     root = ensure_tiny_random(cache_dir)
-    reference, reference_text = builtin_reference()
-    return SpeechGenerator.from_pretrained(root), load_token2wav(root / "cosyvoice2"), reference, reference_text
+    voice = shipped_voice(root)
+    return *load_mouth(root), voice, voice.text
 
 
 class StubRunner:
@@ -115,7 +114,7 @@ def scripted(ids, tokenizer):
 
 def run_stub(ids, tokenizer, codes, max_rows=400):
     track = SpeechTrack(StubRunner(codes), PromptRows(torch.zeros(1, 5, dtype=torch.long)), IDS,
-                        TokenText(tokenizer), 4, DecodeConfig(GREEDY, max_new_rows=max_rows))
+                        BPEFrontEnd(tokenizer), DecodeConfig(GREEDY, max_new_rows=max_rows))
     reply = OmniReply()
     events = list(lockstep(scripted(ids, tokenizer), track, reply=reply))
     return reply, events

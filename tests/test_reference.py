@@ -15,7 +15,7 @@ from mgm_omni.audio.fbank import campplus_features
 from mgm_omni.generation.wave.reference import (
     ReferenceAudioError,
     ReferenceConfig,
-    ReferencePrompt,
+    OfficialFrontEnd,
     ReferencePromptError,
     build_reference_prompt,
     load_reference_frontends,
@@ -224,12 +224,15 @@ def test_missing_assets_are_named(tmp_path, assets):
     assert isinstance(tok, S3Tokenizer) and isinstance(spk, CampPlusOnnx)
 
 
-def test_reference_prompt_checks_its_parts():
+def test_voice_checks_its_parts():
+    from mgm_omni.generation.voice import Voice, VoiceError
+
     tokens = torch.zeros(1, 5, dtype=torch.int64)
-    with pytest.raises(ReferencePromptError, match="mel must be"):
-        ReferencePrompt(tokens, torch.zeros(1, 9, 80), torch.zeros(1, 192))
-    with pytest.raises(ReferencePromptError, match="tokens must be"):
-        ReferencePrompt(tokens.int(), torch.zeros(1, 10, 80), torch.zeros(1, 192))
+    with pytest.raises(VoiceError, match="mel must be"):
+        Voice(tokens, torch.zeros(1, 9, 80), torch.zeros(1, 192))
+    with pytest.raises(VoiceError, match="tokens must be"):
+        Voice(tokens.int(), torch.zeros(1, 10, 80), torch.zeros(1, 192))
+    assert issubclass(ReferencePromptError, VoiceError)
     with pytest.raises(ValueError, match="too_long"):
         ReferenceConfig(too_long="cut")
 
@@ -245,9 +248,27 @@ def test_real_speech_passes_the_silence_check_and_a_whisper_of_it_does_not(tmp_p
         prepare_reference_audio(wave * 1e-3, sr)  # about -70 dBFS
 
 
-def test_reference_prompt_is_a_token2wav_prompt(frontends):
+def test_reference_prompt_is_a_voice_and_a_token2wav_prompt(frontends):
+    from mgm_omni.generation.voice import Voice
     from mgm_omni.generation.wave.token2wav import ReferencePrompt as FlowPrompt
 
     tok, spk = frontends
     prompt = build_reference_prompt(_speechy(1.5), SR, tok, spk)
-    assert isinstance(prompt, FlowPrompt) and prompt.n_tokens == prompt.tokens.shape[1] == prompt.mel.shape[1] // 2
+    assert isinstance(prompt, Voice) and isinstance(prompt, FlowPrompt)
+    assert prompt.n_tokens == prompt.tokens.shape[1] == prompt.mel.shape[1] // 2
+
+
+def test_official_front_end_makes_the_same_voice(assets, tmp_path):
+    """The VoiceFrontEnd behind a mouth's ``s3-v2`` + ``campplus`` declaration is build_reference_prompt on the
+    folder's ONNX files, loaded on first use; through Voice.from_audio it also gets the transcript."""
+    import soundfile as sf
+
+    from mgm_omni.generation.voice import Voice
+
+    wave = _speechy(2.0, seed=4)
+    sf.write(str(tmp_path / "ref.wav"), wave.numpy(), SR)
+    frontend = OfficialFrontEnd(assets)
+    voice = Voice.from_audio(tmp_path / "ref.wav", "Hello there.", frontend)
+    direct = build_reference_prompt(*load_audio(tmp_path / "ref.wav"), *load_reference_frontends(assets))
+    assert torch.equal(voice.tokens, direct.tokens) and torch.allclose(voice.mel, direct.mel)
+    assert voice.text == "Hello there." and voice.frontend == "cosyvoice2" and voice.seconds == 2.0

@@ -59,8 +59,9 @@ def client(server):
 def reference_audio(tiny_cache):
     """The same text through the plain pipeline (no server): the second path every response must match."""
     from mgm_omni.generation.pipeline import TTSPipeline
+    from mgm_omni.hub import resolve_mouth
 
-    pipe = TTSPipeline.load(temperature=0.0, max_rows=MAX_ROWS)
+    pipe = TTSPipeline.load(resolve_mouth().path, temperature=0.0, max_rows=MAX_ROWS)
     # the pipeline seeds its vocoder noise with its decode seed (0), as the server does each job's
     # (ServingConfig.seed = 0)
     return to_pcm16(pipe.synthesize(TEXT).audio)

@@ -15,8 +15,8 @@ from mgm_omni.serving.audio_codec import STREAMABLE, CodecError, StreamEncoder, 
 from mgm_omni.serving.config import ServingConfig
 from mgm_omni.engine.speech_engine import QueueFull, SpeechEngine
 from mgm_omni.serving.metrics import ServerMetrics
-from mgm_omni.serving.voice_frontends import TinyFallbackFrontend
-from mgm_omni.serving.voices import (
+from mgm_omni.generation.wave.tiny_frontend import TinyFallbackFrontEnd
+from mgm_omni.engine.voices import (
     PRESET_DIR,
     VoiceAudioError,
     VoiceExists,
@@ -101,7 +101,7 @@ def test_config_validation():
 
 def test_tiny_frontend_is_deterministic_and_shaped():
     wave, sr = load_audio(PRESET_DIR / "slt.flac")
-    fe = TinyFallbackFrontend()
+    fe = TinyFallbackFrontEnd(6561, 192)
     a, b = fe.prompt(wave, sr, ReferenceConfig()), fe.prompt(wave.clone(), sr, ReferenceConfig())
     n = a.tokens.shape[1]
     assert n == int(wave.shape[0] / sr * 25) and a.mel.shape == (1, 2 * n, 80) and a.xvector.shape == (1, 192)
@@ -114,13 +114,13 @@ def test_tiny_frontend_is_deterministic_and_shaped():
 
 
 def test_registry_store_reload_remove(tmp_path):
-    fe = TinyFallbackFrontend()
+    fe = TinyFallbackFrontEnd(6561, 192)
     reg = VoiceRegistry(tmp_path, fe, bundled_presets(fe))
     assert reg.names()[:3] == ["default", "slt", "rms"]
     v = reg.add("mine", preset_clip(), "  the transcript ")
     assert v.text == "the transcript" and (tmp_path / fe.id / "mine" / "prompt.safetensors").is_file()
     fresh = VoiceRegistry(tmp_path, fe, bundled_presets(fe)).get("mine")  # as after a restart
-    assert torch.equal(fresh.prompt.mel, v.prompt.mel) and torch.equal(fresh.prompt.tokens, v.prompt.tokens)
+    assert torch.equal(fresh.mel, v.mel) and torch.equal(fresh.tokens, v.tokens) and fresh.frontend == fe.id
     assert fresh.text == "the transcript"
     with pytest.raises(VoiceExists):
         reg.add("mine", preset_clip(), "")
@@ -136,23 +136,37 @@ def test_registry_store_reload_remove(tmp_path):
         reg.remove("default")
 
 
+def test_registry_of_a_model_uses_its_front_end_and_the_one_cache(tiny_cache):
+    """The tiny model's registry: its stand-in front-end, the voice it ships as ``default``, stored under
+    $MGM_OMNI_CACHE/voices unless told otherwise."""
+    from mgm_omni.generation.voice import shipped_voice
+    from mgm_omni.hub import resolve_mouth
+    from mgm_omni.serving.services import voice_registry
+
+    reg = voice_registry(None)
+    assert reg.frontend.id == TinyFallbackFrontEnd.id and reg.dir == tiny_cache / "voices" / reg.frontend.id
+    default, shipped = reg.get("default"), shipped_voice(resolve_mouth().path)
+    assert default.preset and torch.equal(default.tokens, shipped.tokens) and default.text == shipped.text
+
+
 @pytest.fixture(scope="module")
 def long_generator(tiny_cache):
     from mgm_omni.generation.pipeline import TTSPipeline
+    from mgm_omni.hub import resolve_mouth
 
-    yield TTSPipeline.load(temperature=0.0, max_rows=400)
+    yield TTSPipeline.load(resolve_mouth().path, temperature=0.0, max_rows=400)
 
 
 def test_cancel_frees_the_slot_at_once_and_queue_is_bounded(long_generator):
     pipe = long_generator
     engine = SpeechEngine(pipe.generator, pipe.token2wav, max_batch=1, max_queue=1, batch_window_s=0.0)
     try:
-        first = engine.submit(engine.make_job(TEXT * 4, pipe.reference_text, pipe.reference))
+        first = engine.submit(engine.make_job(TEXT * 4, pipe.voice))
         while not engine.running:
             time.sleep(0.01)
-        second = engine.submit(engine.make_job("Next.", pipe.reference_text, pipe.reference))
+        second = engine.submit(engine.make_job("Next.", pipe.voice))
         with pytest.raises(QueueFull):  # one running, one waiting: the queue (max 1) is full
-            engine.submit(engine.make_job("Third.", pipe.reference_text, pipe.reference))
+            engine.submit(engine.make_job("Third.", pipe.voice))
         next(first.chunks(timeout=60))
         cancelled_at = time.perf_counter()
         first.cancel()

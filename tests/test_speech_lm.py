@@ -243,7 +243,8 @@ def test_int8_mode_keeps_speech_logits_close(gdir):
     if q.native is not None:
         assert q.native.weights == "int8"
     else:
-        assert type(q.model.model.layers[0].mlp.up_proj) is not torch.nn.Linear  # really quantised
+        assert type(q.decode_model.model.layers[0].mlp.up_proj) is not torch.nn.Linear  # really quantised
+        assert type(q.model.model.layers[0].mlp.up_proj) is torch.nn.Linear  # in a copy: the model is untouched
     run = json.loads((gdir / "speechlm" / "decode" / "base__zh.json").read_text())
     rows = torch.tensor(run["prefill_rows_full"][: run["prefill_len"]] + run["rows"])
     n = run["prefill_len"]

@@ -8,9 +8,10 @@ import math
 import pytest
 import torch
 
-from mgm_omni.generation.speech.chunk_state import ChunkRules, ChunkState, RowKind, TokenText
+from mgm_omni.generation.speech.chunk_state import ChunkRules, ChunkState, RowKind
 from mgm_omni.generation.sampling import SamplingConfig, SamplingError, apply_repetition_penalty, mark_seen, sample
 from mgm_omni.generation.speech.prompt import SpecialIds
+from mgm_omni.text import BPEFrontEnd
 from mgm_omni.generation.speech.token_stream import (
     SILENCE_CODE,
     TokenStreamError,
@@ -95,10 +96,12 @@ def test_token_stream_rules():
 
 def test_omni_mode_waits_for_text():
     class Tok:
+        pad_token_id, eos_token_id = IDS.pad_text, IDS.eos_text
+
         def decode(self, ids):
             return {11: "**"}.get(ids[0], " w")
 
-    state = ChunkState([], IDS, ChunkRules(), TokenText(Tok()), slots=4, text_final=False)
+    state = ChunkState([], IDS, ChunkRules(), BPEFrontEnd(Tok()), slots=4, text_final=False)
     assert not state.ready()  # nothing to place yet: the speech track waits (spec §2.9 #4)
     state.push_text([11])
     assert not state.ready()  # only markdown so far

@@ -34,8 +34,11 @@ def run_tts(args: argparse.Namespace) -> int:
     text = _read_text(args)  # validate input before loading anything heavy
     from mgm_omni.generation import pipeline
 
-    model = args.model or pipeline.default_speechlm()
-    if model == TINY_MODEL:
+    from mgm_omni.hub import resolve_mouth
+
+    mouth = resolve_mouth(args.model)
+    model = mouth.name
+    if mouth.builtin:
         print(
             "NOTE: no trained default model is available on this machine, so this runs the whole pipeline on a "
             f"tiny RANDOM model ('{TINY_MODEL}'): the output is noise-like audio, not speech. Pass --model with "
@@ -54,7 +57,7 @@ def run_tts(args: argparse.Namespace) -> int:
             raise CLIError(str(exc)) from None
         reference = (voice.prompt, voice.text)
     result = pipeline.synthesize_to_file(
-        text, args.out, model=model, ref_audio=args.ref_audio, ref_text=args.ref_text, reference=reference,
+        text, args.out, mouth.path, ref_audio=args.ref_audio, ref_text=args.ref_text, reference=reference,
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, max_rows=args.max_rows,
         seed=args.seed, device=args.device, dtype=args.dtype, cosyvoice_path=args.cosyvoice_path,
         quantize=args.quantize,
@@ -147,11 +150,13 @@ def run_chat(args: argparse.Namespace) -> int:
     if not args.no_speech:
         from mgm_omni.generation import pipeline
 
-        speechlm = pipeline.default_speechlm() if args.speechlm == DEFAULT_SPEECHLM else args.speechlm
-        if speechlm == TINY_MODEL:
+        from mgm_omni.hub import resolve_mouth
+
+        mouth = resolve_mouth(None if args.speechlm == DEFAULT_SPEECHLM else args.speechlm)
+        if mouth.builtin:
             print(f"NOTE: the SpeechLM is the tiny RANDOM '{TINY_MODEL}' model: replies are spoken as noise-like "
                   "audio. Pass --speechlm with an MGM-Omni-TTS checkpoint.", file=sys.stderr)
-        tts = pipeline.TTSPipeline.load(speechlm, ref_audio=args.ref_audio, ref_text=args.ref_text,
+        tts = pipeline.TTSPipeline.load(mouth.path, ref_audio=args.ref_audio, ref_text=args.ref_text,
                                         cosyvoice_path=args.cosyvoice_path, dtype=args.dtype, device=args.device,
                                         temperature=args.speech_temperature, max_rows=args.max_rows, seed=args.seed)
         speech, token2wav = tts.generator, tts.token2wav
@@ -227,10 +232,9 @@ def run_train(args: argparse.Namespace) -> int:
 
 def _registry(model: str | None, voices_dir: str | None):
     from mgm_omni.hub.tiny_mouth import cache_root
-    from mgm_omni.generation import pipeline
     from mgm_omni.serving.services import voice_registry
 
-    return voice_registry(model or pipeline.default_speechlm(), Path(voices_dir) if voices_dir else cache_root() / "voices")
+    return voice_registry(model, Path(voices_dir) if voices_dir else cache_root() / "voices")
 
 
 def run_voices(args: argparse.Namespace) -> int:

@@ -1,7 +1,10 @@
-"""One speech request inside the engine: its prompt, its audio as it is rendered, cancellation, timings.
+"""One speech request inside the engine: its prompt, its speech stream, its audio as it is rendered,
+cancellation, timings.
 
-The engine's threads put audio chunks in; the HTTP handler (asyncio) or the web demo (a thread) takes
-them out. Cancelling a job (client gone) is seen by the engine at the next decoded row.
+The engine's threads feed the job's :class:`~mgm_omni.generation.speech_stream.SpeechStream` (the decoder
+thread its rows, the renderer thread its tokens) and put the audio chunks in; the HTTP handler (asyncio) or
+the web demo (a thread) takes them out. Cancelling a job (client gone) is seen by the engine at the next
+decoded row.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from mgm_omni.generation.speech.prompt import PromptRows
-from mgm_omni.generation.wave.token2wav import ReferencePrompt
+from mgm_omni.generation.speech_stream import SpeechStream, StreamStats
+from mgm_omni.generation.voice import Voice
 
 _ids = itertools.count(1)
 
@@ -27,16 +31,10 @@ class JobCancelled(RuntimeError):
 
 
 @dataclass
-class JobStats:
-    """How a job went (seconds are wall clock from submission)."""
+class JobStats(StreamStats):
+    """How a job went: its stream's stats (from submission) plus queueing, total time and batch size."""
 
-    rows: int = 0
-    tokens: int = 0
-    samples: int = 0
-    finish_reason: str | None = None
-    tts_error: bool = False
     queued_s: float = 0.0
-    first_audio_s: float | None = None
     total_s: float = 0.0
     batch_size: int = 0
 
@@ -46,20 +44,22 @@ class SpeechJob:
 
     Args:
         prompt: the SpeechLM prefill rows and text buffer.
-        voice: the flow prompt of the voice.
+        voice: the voice.
         sample_rate: of the audio chunks.
-        seed: seeds this job's vocoder noise (its stream's own generator, so a job's audio does not depend
-            on its neighbours or on torch's global RNG).
+        stream: the job's speech stream (rows -> tokens -> audio) filling a :class:`JobStats`; its vocoder
+            noise is seeded per job, so a job's audio does not depend on its neighbours or on torch's RNG.
         loop: the event loop of an asyncio consumer, if any.
     """
 
-    def __init__(self, prompt: PromptRows, voice: ReferencePrompt, sample_rate: int, seed: int = 0,
+    def __init__(self, prompt: PromptRows, voice: Voice, sample_rate: int, stream: SpeechStream,
                  loop: asyncio.AbstractEventLoop | None = None) -> None:
+        if not isinstance(stream.stats, JobStats):
+            raise TypeError("a job's speech stream must fill JobStats")
         self.id = f"speech-{next(_ids)}"
-        self.prompt, self.voice, self.sample_rate = prompt, voice, sample_rate
-        self.seed = seed
-        self.stats = JobStats()
+        self.prompt, self.voice, self.sample_rate, self.stream = prompt, voice, sample_rate, stream
         self.submitted = time.perf_counter()
+        self.stats: JobStats = stream.stats
+        self.stats.started = self.submitted
         self._items: collections.deque = collections.deque()
         self._cond = threading.Condition()
         self._cancel = threading.Event()
@@ -74,12 +74,9 @@ class SpeechJob:
         return self._cancel.is_set()
 
     def put_audio(self, chunk: np.ndarray) -> None:
-        if chunk.size == 0:
-            return
-        if self.stats.first_audio_s is None:
-            self.stats.first_audio_s = time.perf_counter() - self.submitted
-        self.stats.samples += chunk.shape[0]
-        self._put(chunk)
+        """Deliver a chunk (its stream counted it)."""
+        if chunk.size:
+            self._put(chunk)
 
     def finish(self, error: BaseException | None = None) -> None:
         """Close the job: the consumer's iteration ends (or raises ``error``)."""

@@ -1,8 +1,8 @@
 """Token-to-wave for many streams on one thread, most urgent stream first.
 
-Each job's vocoder tokens arrive from the decoder as rows come out. The renderer keeps one
-:class:`~mgm_omni.generation.wave.token2wav.StreamState` per job and, whenever several jobs have work, serves
-the one whose audio is least ahead of real time (audio seconds delivered minus seconds since it was
+Each job's vocoder tokens arrive from the decoder as rows come out. The renderer feeds them to the job's own
+:class:`~mgm_omni.generation.speech_stream.SpeechStream` (its render half) and, whenever several jobs have work,
+serves the one whose audio is least ahead of real time (audio seconds delivered minus seconds since it was
 submitted): a new request's first hop goes before an older stream that has audio buffered, which keeps
 the time to first audio low under load without starving running streams.
 
@@ -18,9 +18,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-import torch
-
-from mgm_omni.generation.wave.token2wav import StreamSchedule, Token2Wav
 from mgm_omni.engine.jobs import SpeechJob
 
 log = logging.getLogger(__name__)
@@ -45,12 +42,16 @@ class _Work:
 
 
 class StreamRenderer:
-    """A render thread fed by ``push`` / ``end`` / ``fail``; delivers audio chunks to the jobs."""
+    """A render thread fed by ``push`` / ``end`` / ``fail``; delivers audio chunks to the jobs.
 
-    def __init__(self, token2wav: Token2Wav, schedule: StreamSchedule | None = None) -> None:
-        self.token2wav, self.schedule = token2wav, schedule or StreamSchedule()
+    Args:
+        grid: tokens rendered per turn at most (the mouth's streaming grid), so one job cannot hold the
+            thread for all its hops while others wait for their first audio.
+    """
+
+    def __init__(self, grid: int) -> None:
+        self.grid = grid
         self._work: dict[str, _Work] = {}
-        self._states: dict[str, object] = {}
         self._cond = threading.Condition()
         self._stopped = False
         self.thread = threading.Thread(target=self._loop, name="speech-renderer", daemon=True)
@@ -86,7 +87,7 @@ class StreamRenderer:
                     w = min(ready, key=lambda w: w.priority(now))
                     # At most one grid of tokens per turn, so a job whose tokens all arrived at once does not
                     # render every hop (and its flush) in one go while other jobs wait for their first audio.
-                    tokens, w.tokens = w.tokens[: self.schedule.grid], w.tokens[self.schedule.grid:]
+                    tokens, w.tokens = w.tokens[: self.grid], w.tokens[self.grid:]
                     ended = w.ended and not w.tokens
                     if ended or w.error is not None or w.job.cancelled:
                         del self._work[w.job.id]
@@ -98,33 +99,20 @@ class StreamRenderer:
         while (item := self._next()) is not None:
             job, tokens, ended, error = item
             if job.done:
-                self._states.pop(job.id, None)
                 continue
             if job.cancelled or error is not None:
-                self._states.pop(job.id, None)
                 if job.cancelled:
                     job.stats.finish_reason = "cancelled"
                 job.finish(error)
                 continue
             try:
-                chunks = self._render(job, tokens, ended)
+                chunks = job.stream.render(tokens)
+                if ended:
+                    chunks += job.stream.finish()
                 for chunk in chunks:
                     job.put_audio(chunk)
                 if ended:
-                    self._states.pop(job.id, None)
                     job.finish()
             except Exception as exc:
                 log.exception("rendering %s failed", job.id)
-                self._states.pop(job.id, None)
                 job.finish(exc)
-
-    def _render(self, job: SpeechJob, tokens: list[int], ended: bool) -> list:
-        state = self._states.get(job.id)
-        if state is None:
-            state = self._states[job.id] = self.token2wav.start(job.voice, self.schedule, seed=job.seed)
-        with torch.inference_mode():
-            job.stats.tokens += len(tokens)
-            chunks = self.token2wav.push(state, tokens) if tokens else []
-            if ended:
-                chunks.append(self.token2wav.flush(state))
-        return chunks

@@ -21,13 +21,14 @@ from collections import deque
 
 import torch
 
-from mgm_omni.generation.speech.chunked_decode import ChunkedDecoder, DecodeConfig
+from mgm_omni.engine.jobs import JobStats, SpeechJob
+from mgm_omni.engine.renderer import StreamRenderer
+from mgm_omni.generation.speech.chunked_decode import DecodeConfig
 from mgm_omni.generation.speech.generator import SpeechGenerator, SpeechRequest
 from mgm_omni.generation.speech.runner import SpeechLMRunner
-from mgm_omni.generation.wave.token2wav import ReferencePrompt, StreamSchedule, Token2Wav
-from mgm_omni.generation.speech.token_stream import VocoderTokenStream
-from mgm_omni.engine.jobs import SpeechJob
-from mgm_omni.engine.renderer import StreamRenderer
+from mgm_omni.generation.speech_stream import SpeechStream
+from mgm_omni.generation.voice import Voice
+from mgm_omni.generation.wave.token2wav import StreamSchedule, Token2Wav
 
 log = logging.getLogger(__name__)
 
@@ -61,18 +62,18 @@ class SpeechEngine:
         max_batch: jobs decoded together.
         max_queue: waiting jobs beyond which ``submit`` raises :class:`QueueFull`.
         batch_window_s: wait this long after the first waiting job for others to join its batch.
-        schedule: token-to-wave streaming schedule.
+        schedule: token-to-wave streaming schedule (default: on the mouth's streaming grid).
     """
 
     def __init__(self, generator: SpeechGenerator, token2wav: Token2Wav, max_batch: int = 8, max_queue: int = 64,
                  batch_window_s: float = 0.02, schedule: StreamSchedule | None = None) -> None:
         self.generator, self.token2wav = generator, token2wav
         self.max_batch, self.max_queue, self.batch_window_s = max_batch, max_queue, batch_window_s
-        self.schedule = schedule or StreamSchedule()
-        self.sample_rate = 24000
+        self.schedule = schedule or StreamSchedule(grid=generator.mouth.stream_grid)
+        self.sample_rate = generator.mouth.sample_rate
         self._waiting: deque[SpeechJob] = deque()
         self._cond = threading.Condition()
-        self.renderer = StreamRenderer(token2wav, self.schedule)
+        self.renderer = StreamRenderer(self.schedule.grid)
         self._stopped = False
         self.running: list[SpeechJob] = []
         self.batch_sizes: deque[int] = deque(maxlen=1000)  # recent batch sizes, for /health and tests
@@ -82,10 +83,13 @@ class SpeechEngine:
 
     # ------------------------------------------------------------------------------------ public
 
-    def make_job(self, text: str, reference_text: str, voice: ReferencePrompt, seed: int = 0, loop=None) -> SpeechJob:
-        """Build (and validate: raises ``SpeechPromptError``) a job without queueing it."""
-        request = SpeechRequest(text, reference_text, voice.tokens[0].tolist())
-        return SpeechJob(self.generator.prompt(request), voice, self.sample_rate, seed, loop)
+    def make_job(self, text: str, voice: Voice, seed: int = 0, loop=None) -> SpeechJob:
+        """Build (and validate: raises ``SpeechPromptError``) a job without queueing it; ``seed`` seeds its
+        vocoder noise."""
+        prompt = self.generator.prompt(SpeechRequest(text, voice.text, voice.reference_tokens))
+        stream = SpeechStream(self.token2wav, voice, self.generator.token_stream(), self.schedule, seed,
+                              stats=JobStats())
+        return SpeechJob(prompt, voice, self.sample_rate, stream, loop)
 
     def submit(self, job: SpeechJob) -> SpeechJob:
         with self._cond:
@@ -162,19 +166,15 @@ class SpeechEngine:
         for job in batch:
             job.stats.queued_s = started - job.submitted
             job.stats.batch_size = len(batch)
-        runner = gen.runner(CancellableRunner, batch)
-        decoder = ChunkedDecoder(runner, gen.ids, gen.token_text, gen.config)
-        streams = [VocoderTokenStream(gen.ids, gen.cfg.delay_rows) for _ in batch]
+        decoder = gen.decoder(gen.runner(CancellableRunner, batch))
         config: DecodeConfig = gen.config
         with torch.inference_mode():
             for event in decoder.stream([job.prompt for job in batch], config):
                 job = batch[event.request]
-                job.stats.rows += 1
-                if event.abort is not None:
-                    job.stats.tts_error = True
-                tokens = streams[event.request].push(event.row)
+                tokens = job.stream.extract(event)  # the decoder half of the job's speech stream
                 if tokens and not job.cancelled:
                     self.renderer.push(job, tokens)
                 if event.finish_reason is not None:
-                    job.stats.finish_reason = "cancelled" if job.cancelled else event.finish_reason
+                    if job.cancelled:
+                        job.stats.finish_reason = "cancelled"
                     self.renderer.end(job)

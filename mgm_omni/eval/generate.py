@@ -74,14 +74,16 @@ class Generator:
 
     def __init__(self, config: GenerateConfig) -> None:
         from mgm_omni.generation.pipeline import TTSPipeline
+        from mgm_omni.hub import resolve_mouth
 
         self.config = config
+        self.root = resolve_mouth(config.model).path
         if config.model == TINY_NAME:
             log.warning(
                 "generating with the built-in tiny RANDOM model: noise-like audio, not speech (see --model)"
             )
         self.pipe = TTSPipeline.load(
-            config.model,
+            self.root,
             ref_audio=config.ref_audio,
             ref_text=config.ref_text,
             dtype=config.dtype,
@@ -91,36 +93,26 @@ class Generator:
             seed=config.seed,
         )
         self._base = self.pipe.generator
-        self._default_voice = (self.pipe.reference, self.pipe.reference_text)
+        self._default_voice = self.pipe.voice
         self._voices: dict[tuple[str, str], object] = {}
-        self._frontends = None
+        self._frontend = None
 
     def _use_voice(self, item: EvalItem) -> None:
         """Clone the item's own reference voice (seed-tts lists), else the run's ``--ref-audio``."""
         if item.ref_audio is None:
-            self.pipe.reference, self.pipe.reference_text = self._default_voice
+            self.pipe.voice = self._default_voice
             return
         key = (str(item.ref_audio), item.ref_text or "")
         if key not in self._voices:
-            from mgm_omni.audio import load_audio
-            from mgm_omni.generation.wave.reference import build_reference_prompt, load_reference_frontends
+            from mgm_omni.generation.voice import Voice
+            from mgm_omni.generation.wave.frontends import voice_frontend
 
             if not item.ref_text:
                 raise ValueError(f"item {item.id!r} has a reference clip but no reference transcript")
-            if self._frontends is None:
-                self._frontends = load_reference_frontends(self._cosyvoice_dir())
-            wave, sr = load_audio(item.ref_audio, sample_rate=16000)
-            self._voices[key] = build_reference_prompt(wave, sr, *self._frontends, text=item.ref_text)
-        self.pipe.reference, self.pipe.reference_text = self._voices[key], item.ref_text
-
-    def _cosyvoice_dir(self) -> Path:
-        from mgm_omni.hub.tiny_mouth import ensure_tiny_random
-        from mgm_omni.checkpoint import resolve_pretrained
-        from mgm_omni.generation.wave.assets import find_cosyvoice_dir
-
-        model = self.config.model
-        root = ensure_tiny_random() if model == TINY_NAME else resolve_pretrained(model)
-        return find_cosyvoice_dir(root)
+            if self._frontend is None:  # the model's own reference front-end
+                self._frontend = voice_frontend(self.pipe.mouth, self.root)
+            self._voices[key] = Voice.from_audio(item.ref_audio, item.ref_text, self._frontend)
+        self.pipe.voice = self._voices[key]
 
     def speak(self, item: EvalItem, output_dir: Path, split: str) -> dict:
         """Generate one item (if its WAV is missing) and return its timing record."""

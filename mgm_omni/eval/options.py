@@ -169,7 +169,7 @@ def options_from_args(args: argparse.Namespace) -> EvalOptions:
     """Translate parsed arguments (from either entry point) into ``EvalOptions``."""
     from mgm_omni.eval.generate import GenerateConfig
     from mgm_omni.eval.scoring import ScoreConfig
-    from mgm_omni.generation.pipeline import default_speechlm
+    from mgm_omni.hub import default_mouth
 
     splits = tuple(s.strip() for arg in (args.split or []) for s in arg.split(",") if s.strip())
     try:
@@ -184,7 +184,7 @@ def options_from_args(args: argparse.Namespace) -> EvalOptions:
         generate = None
         if args.generate:
             generate = GenerateConfig(
-                model=args.model or default_speechlm(),
+                model=args.model or default_mouth(),
                 ref_audio=args.ref_audio,
                 ref_text=args.ref_text,
                 temperature=args.temperature,

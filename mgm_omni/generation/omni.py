@@ -1,9 +1,9 @@
 """Omni generation: the MLLM's text streams into the SpeechLM in lock-step (spec §2.7, §4.7).
 
-    chat = OmniChat(mllm, speech=generator, token2wav=t2w, reference=prompt, reference_text="...")
+    chat = OmniChat(mllm, speech=generator, token2wav=t2w, reference=voice)
     for event in chat.ask("What is in this picture?", image="cat.jpg"):
         if isinstance(event, TextEvent): print(event.text, end="")
-        else: play(event.samples)                      # 24 kHz chunks while the text is still coming
+        else: play(event.samples)                      # audio chunks while the text is still coming
     chat.last.text, chat.last.audio                    # the whole reply; chat.ask(...) again continues
 
 One loop, two KV caches. Each iteration makes one MLLM decode step (its id joins the SpeechLM text buffer
@@ -14,6 +14,8 @@ whose ids are skipped at a chunk start) the SpeechLM step waits for the next MLL
 (the official IndexError, spec §2.9 #4). Text and speech sample with separate settings (spec §2.9 #7); MLLM
 ids >= 151665 are masked so they can never collide with SpeechLM-only tokens. Every reply gets a fresh
 SpeechLM context; the MLLM keeps the whole conversation, media included, and re-reads it every turn.
+The SpeechLM steps with the same row step as TTS decoding (``chunk_state.step_row``) and its rows become
+audio through the same speech stream (``speech_stream.SpeechStream``).
 """
 
 from __future__ import annotations
@@ -25,18 +27,18 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from mgm_omni.generation.speech.chunk_state import ChunkRules, ChunkState, TokenText
-from mgm_omni.generation.speech.chunked_decode import ChunkAbort, DecodeConfig, RowEvent, SpeechResult
+from mgm_omni.generation.speech.chunk_state import ChunkRules, ChunkState, RowEvent, step_row
+from mgm_omni.generation.speech.chunked_decode import DecodeConfig, SpeechResult
 from mgm_omni.generation.mllm.runner import MLLM, SHARED_TEXT_IDS, TextDecodeConfig, TextStep
 from mgm_omni.generation.mllm.text_bridge import TextBridge
 from mgm_omni.generation.sampling import mark_seen, sample
 from mgm_omni.generation.speech.prompt import PromptRows, SpecialIds, omni_prompt_rows
+from mgm_omni.generation.speech_stream import SpeechStream
+from mgm_omni.generation.voice import Voice
 from mgm_omni.generation.wave.token2wav import ReferencePrompt, StreamSchedule, Token2Wav
-from mgm_omni.generation.speech.token_stream import VocoderTokenStream
 from mgm_omni.models.omni_lm import MediaFeatures, OmniInputError
 from mgm_omni.text import mllm_user_content
 
-SAMPLE_RATE = 24000
 OMNI_MAX_ROWS = 4096  # the official omni CLI and demo: about 10.9 min of speech per reply
 
 
@@ -61,10 +63,10 @@ class TextEvent:
 
 @dataclass(frozen=True)
 class AudioEvent:
-    """A chunk of the spoken reply, float32 mono."""
+    """A chunk of the spoken reply, float32 mono at ``sample_rate`` (the mouth's)."""
 
     samples: np.ndarray
-    sample_rate: int = SAMPLE_RATE
+    sample_rate: int
 
 
 @dataclass
@@ -92,17 +94,17 @@ class SpeechTrack:
     Args:
         runner: model state (``start``/``step``/``room``/``reset``/``num_slots``, e.g. ``SpeechLMRunner``).
         prompt: the omni prefill (ends at the assistant ``<|audio_start|>``, empty buffer).
-        ids, token_text, delay_rows: special ids, the SpeechLM tokenizer's text tests, P.
-        config: speech sampling, row limit, seed; ``rules`` default to the omni limits.
+        ids, text: special ids and the SpeechLM's text front-end.
+        config: speech sampling, row limit, seed; limits: ``config.rules``, else ``rules``, else the
+            release's omni limits for the runner's k.
     """
 
-    def __init__(self, runner, prompt: PromptRows, ids: SpecialIds, token_text: TokenText, delay_rows: int,
-                 config: DecodeConfig) -> None:
+    def __init__(self, runner, prompt: PromptRows, ids: SpecialIds, text, config: DecodeConfig,
+                 rules: ChunkRules | None = None) -> None:
         self.runner, self.ids, self.config = runner, ids, config
         k = runner.num_slots
-        rules = config.rules or ChunkRules.for_slots(k, omni=True)
-        self.state = ChunkState([], ids, rules, token_text, k, text_final=False)
-        self.tokens = VocoderTokenStream(ids, delay_rows)
+        rules = config.rules or rules or ChunkRules.for_slots(k, omni=True)
+        self.state = ChunkState([], ids, rules, text, k, text_final=False)
         self.result = SpeechResult()
         self.finished = False
         self.logits = runner.start([prompt.rows])  # (1, k, S)
@@ -114,9 +116,11 @@ class SpeechTrack:
 
     @classmethod
     def for_generator(cls, generator, prompt: PromptRows, config: DecodeConfig) -> SpeechTrack:
-        """A track on a :class:`~mgm_omni.generation.speech.generator.SpeechGenerator`'s model and tokenizer."""
+        """A track on a :class:`~mgm_omni.generation.speech.generator.SpeechGenerator`'s model, text front-end
+        and mouth (its omni limits)."""
         runner = generator.runner(max_rows=config.max_cache_rows, initial_rows=config.initial_cache_rows or 512)
-        return cls(runner, prompt, generator.ids, generator.token_text, generator.cfg.delay_rows, config)
+        return cls(runner, prompt, generator.ids, generator.text, config,
+                   ChunkRules.for_mouth(generator.mouth, omni=True))
 
     def push_text(self, token: int) -> None:
         self.state.push_text([token])
@@ -128,46 +132,35 @@ class SpeechTrack:
         """A row can be made now (False while waiting for text, and once finished)."""
         return not self.finished and self.state.ready()
 
-    def step(self) -> list[int]:
-        """Sample and append one row; the vocoder tokens it releases."""
+    def step(self) -> RowEvent:
+        """Sample and append one row (the shared row step); the event, for the speech stream."""
         size = self.logits.shape[-1]
         picked = sample(self.logits.reshape(-1, size), self.config.sampling, self.seen, self.generator).tolist()
-        chunk, index = self.state.chunk, len(self.result.rows)
-        res = self.state.next_row(picked)
-        finish = None
-        if self.state.done:
-            finish = "end"
-        elif index + 1 >= self.config.max_new_rows:
-            finish = "max_rows"
-        elif not self.runner.room(0):
-            finish = "cache_full"
-        abort = ChunkAbort(chunk, index, res.abort) if res.abort is not None else None
-        self.result.add(RowEvent(0, index, res.row, res.kind, abort, finish))
-        out = self.tokens.push(res.row)
-        if finish is not None:
+        event = step_row(self.state, picked, 0, len(self.result.rows), self.config.max_new_rows, self.runner.room(0))
+        self.result.add(event)
+        if event.finish_reason is not None:
             self.finished = True
-            out += self.tokens.finish()
-            self.result.unspoken = list(self.state.buffer)
             self.runner.reset()
-            return out
-        row = torch.tensor([res.row], dtype=torch.long)  # (1, 1 + k)
+            return event
+        row = torch.tensor([event.row], dtype=torch.long)  # (1, 1 + k)
         if self.seen is not None:
             mark_seen(self.seen, row[0, 1:].to(self.seen.device))
         self.logits = self.runner.step(row)
-        return out
+        return event
 
 
-def lockstep(text_steps: Iterator[TextStep], track: SpeechTrack | None = None, token2wav: Token2Wav | None = None,
-             voice=None, reply: OmniReply | None = None, bridge: TextBridge | None = None
+def lockstep(text_steps: Iterator[TextStep], track: SpeechTrack | None = None, speech: SpeechStream | None = None,
+             reply: OmniReply | None = None, bridge: TextBridge | None = None, sample_rate: int = 0
              ) -> Iterator[TextEvent | AudioEvent]:
     """Run the MLLM text stream and the speech track together, yielding one ordered event stream.
 
     Args:
         text_steps: MLLM decode steps (:func:`~mgm_omni.generation.mllm.runner.text_stream`), one per iteration.
         track: the SpeechLM side (``None``: text only).
-        token2wav, voice: the renderer and its stream state (``token2wav.start(...)``); ``None``: no audio.
+        speech: the rows' speech stream (rows -> tokens -> audio); ``None``: rows only, no audio.
         reply: filled in as the loop runs (text, ids, speech rows, audio, timings).
         bridge: MLLM ids -> SpeechLM ids (``None``: unchanged, the official tokenizers share ids).
+        sample_rate: of the audio events (the mouth's).
     """
     reply = reply if reply is not None else OmniReply()
     bridge = bridge if bridge is not None else TextBridge()
@@ -178,7 +171,7 @@ def lockstep(text_steps: Iterator[TextStep], track: SpeechTrack | None = None, t
         if reply.first_audio_seconds is None:
             reply.first_audio_seconds = time.perf_counter() - start
         chunks.append(samples)
-        return AudioEvent(samples)
+        return AudioEvent(samples, sample_rate)
 
     while True:
         if text_running:
@@ -208,14 +201,13 @@ def lockstep(text_steps: Iterator[TextStep], track: SpeechTrack | None = None, t
         if not track.ready():
             reply.waits += 1  # nothing to voice yet: wait for the next MLLM id (spec §2.9 #4)
             continue
-        tokens = track.step()
-        if token2wav is not None and tokens:
-            for samples in token2wav.push(voice, tokens):
+        event = track.step()
+        if speech is not None:
+            for samples in speech.push(event):
                 yield audio(samples)
-    if token2wav is not None and track is not None:
-        tail = token2wav.flush(voice)
-        if tail.size:
-            yield audio(tail)
+    if speech is not None and track is not None:
+        for samples in speech.finish():
+            yield audio(samples)
     reply.text = "".join(pieces)
     reply.speech = track.result if track is not None else None
     reply.audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
@@ -236,15 +228,18 @@ class OmniChat:
         mllm: the understanding model.
         speech: a :class:`~mgm_omni.generation.speech.generator.SpeechGenerator` (``None``: text replies only).
         token2wav: renders speech tokens (``None``: rows and tokens only, no audio).
-        reference, reference_text: the voice (flow prompt and its S3 tokens) and its transcript.
+        reference: the :class:`~mgm_omni.generation.voice.Voice` to speak in (a bare flow prompt takes its
+            transcript from ``reference_text``).
         settings: text and speech settings (default: each model's own, see :class:`OmniSettings`).
     """
 
     def __init__(self, mllm: MLLM, speech=None, token2wav: Token2Wav | None = None,
-                 reference: ReferencePrompt | None = None, reference_text: str = "",
+                 reference: Voice | ReferencePrompt | None = None, reference_text: str = "",
                  settings: OmniSettings | None = None) -> None:
         self.mllm, self.speech, self.token2wav = mllm, speech, token2wav
-        self.reference, self.reference_text = reference, reference_text
+        if reference is not None and (reference_text or not isinstance(reference, Voice)):
+            reference = Voice(reference.tokens, reference.mel, reference.xvector, text=reference_text)
+        self.voice: Voice | None = reference
         settings = settings or OmniSettings()
         text = settings.text or mllm.config
         # Another brain tokenizer: its text is re-encoded for the mouth, and its own ids are never masked.
@@ -261,8 +256,8 @@ class OmniChat:
                 raise OmniInputError("a spoken chat needs a reference voice "
                                      "(its S3 tokens condition the SpeechLM)")
             # Built once: the voice prompt is the same for every reply, each reply gets a fresh context.
-            self.speech_prompt = omni_prompt_rows(speech.tokenizer, speech.cfg, reference_text,
-                                                  reference.tokens[0].tolist(), speech.prompt_config)
+            self.speech_prompt = omni_prompt_rows(speech.text, speech.cfg, reference.text, reference.reference_tokens,
+                                                  speech.prompt_config, speech.mouth.delay_rows)
         self.turns: list[Turn] = []
         self.last: OmniReply | None = None
         self.last_prompt = None
@@ -306,16 +301,19 @@ class OmniChat:
         prompt = self.mllm.prompt([(t.role, t.content) for t in turns], [m for t in turns for m in t.media])
         self.last_prompt = prompt
         text_steps = self.mllm.stream(prompt, self.settings.text)
-        track = voice = None
+        track = speech = None
         if speak and self.speech is not None:
+            mouth = self.speech.mouth
             track = SpeechTrack.for_generator(self.speech, self.speech_prompt, self.settings.speech)
             if self.token2wav is not None:
-                voice = self.token2wav.start(self.reference, self.settings.schedule)
+                schedule = self.settings.schedule or StreamSchedule(grid=mouth.stream_grid)
+                speech = SpeechStream(self.token2wav, self.voice, self.speech.token_stream(), schedule,
+                                      seed=self.settings.speech.seed)
         reply = OmniReply()
         self.last = reply
         self.bridge.reset()
-        yield from lockstep(text_steps, track, self.token2wav if voice is not None else None, voice, reply,
-                            self.bridge)
+        rate = self.speech.mouth.sample_rate if self.speech is not None else 0
+        yield from lockstep(text_steps, track, speech, reply, self.bridge, rate)
         self.turns = turns + [Turn("assistant", reply.text)]
 
     def say(self, text: str = "", **kwargs) -> OmniReply:

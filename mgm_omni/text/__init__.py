@@ -1,6 +1,7 @@
 """Text front-end: the Qwen tokenizer, the ``qwen2vl`` chat prompts, and the text rules of decoding.
 
 - ``tokenizer``: ``Tokenizer`` (``tokenizer.json`` or ``vocab.json`` + ``merges.txt`` + added tokens).
+- ``frontend``: ``TextFrontEnd``, what a SpeechLM's text side needs (``BPEFrontEnd``: a tokenizer, optional g2p).
 - ``chat``: ``ChatTemplate``, the SpeechLM TTS / omni prompts, the MLLM prompt, placeholder tokenisation.
 - ``rules``: sentence ends, skippable tokens, CJK tests, reference-transcript tidying.
 """
@@ -24,6 +25,7 @@ from .chat import (
     tts_prompt,
 )
 from .errors import PromptError, TextError, TokenizerError
+from .frontend import BPEFrontEnd, TextFrontEnd, as_frontend, load_text_frontend
 from .rules import (
     contains_cjk,
     finish_reference_transcript,
@@ -35,6 +37,10 @@ from .rules import (
 from .tokenizer import AUDIO_END, AUDIO_SEP, AUDIO_START, ENDOFTEXT, IM_END, IM_START, Tokenizer
 
 __all__ = [
+    "BPEFrontEnd",
+    "TextFrontEnd",
+    "as_frontend",
+    "load_text_frontend",
     "AUDIO_END",
     "AUDIO_SEP",
     "AUDIO_START",

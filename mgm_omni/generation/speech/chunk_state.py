@@ -5,29 +5,22 @@ a PAD phase (pad text id while the speech catches up, ending with a forced all-e
 SEP row (``<|audio_sep|>``, or ``<|audio_end|>`` after the last chunk, followed by the END row).
 ``ChunkState.next_row`` turns the k sampled speech ids of one step into the row to append; it is
 plain Python on host ints, one object per request, so requests in a batch keep separate schedules.
+:func:`step_row` is the one row step of every decoder (batched TTS, the server engine, omni mode): the
+row, whether a safeguard aborted its chunk, and whether the request ends with it. The control rows
+(close, separator, END) come from :class:`~mgm_omni.generation.speech.layout.RowLayout`, as in training.
 """
 
 from __future__ import annotations
 
 import enum
-import math
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from mgm_omni.generation.speech.prompt import SpecialIds
-from mgm_omni.text import is_sentence_end, is_skippable
+from mgm_omni.generation.speech.layout import ChunkRules, RowLayout, SpecialIds
 
-# Spec Appendix A: S3 codes that sound like silence (113 values, verbatim).
-BLANK_SPEECH_TOKENS = frozenset((
-    1707, 1788, 1950, 1951, 1959, 2031, 2040, 2112, 3894, 3903, 3975, 4056, 4137, 4138, 4143, 4146, 4164, 4173,
-    4218, 4219, 4227, 4299, 4300, 5520, 5523, 5547, 5760, 5763, 5766, 5790, 6009, 6081, 6082, 6087, 6090, 6091,
-    6092, 6117, 6162, 6163, 6165, 6168, 6171, 6172, 6198, 6243, 6244, 6249, 6252, 6253, 6261, 6276, 6279, 6296,
-    6299, 6321, 6324, 6325, 6330, 6331, 6333, 6334, 6335, 6339, 6342, 6351, 6357, 6360, 6361, 6378, 6387, 6399,
-    6402, 6405, 6406, 6408, 6411, 6412, 6413, 6414, 6415, 6416, 6432, 6433, 6435, 6436, 6438, 6439, 6441, 6459,
-    6460, 6461, 6466, 6468, 6469, 6480, 6483, 6486, 6487, 6489, 6492, 6493, 6495, 6496, 6511, 6513, 6514, 6519,
-    6522, 6523, 6540, 6541, 6549,
-))
+__all__ = ["AbortCause", "ChunkAbort", "ChunkRules", "ChunkState", "Phase", "RowEvent", "RowKind", "StepResult",
+           "step_row"]
 
 
 class RowKind(str, enum.Enum):
@@ -45,69 +38,6 @@ class AbortCause(str, enum.Enum):
 
     BLANK_RUN = "blank_run"  # too many consecutive silence-like rows
     STEP_CAP = "step_cap"  # the chunk ran past step_cap_factor rows per text token
-
-
-@dataclass(frozen=True)
-class ChunkRules:
-    """Limits of the chunk schedule (official values for k = 4; rows are 160 ms there).
-
-    Args:
-        sentence_min_text: a chunk may end at a sentence end once it holds more than this many text ids.
-        max_text: a chunk ends after more than this many text ids.
-        blank_run_limit: abort a chunk in PAD once more than this many consecutive rows are blank
-            (8 in TTS mode, 10 in omni mode).
-        step_cap_factor: abort a chunk in PAD once it has more than this many rows per text id.
-        blank_min_slots: a row is blank when at least this many of its k ids are blank codes.
-        blank_codes: the silence-like codes.
-    """
-
-    sentence_min_text: int = 50
-    max_text: int = 100
-    blank_run_limit: int = 8
-    step_cap_factor: int = 8
-    blank_min_slots: int = 3
-    blank_codes: frozenset[int] = BLANK_SPEECH_TOKENS
-
-    def __post_init__(self) -> None:
-        for name in ("sentence_min_text", "max_text", "blank_run_limit", "step_cap_factor", "blank_min_slots"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"ChunkRules.{name} must be >= 1, got {getattr(self, name)}")
-        if self.sentence_min_text > self.max_text:
-            raise ValueError("ChunkRules.sentence_min_text must not exceed max_text")
-
-    @classmethod
-    def for_slots(cls, k: int, omni: bool = False) -> ChunkRules:
-        """Official limits rescaled to k ids per row, so they mean the same audio time for any k.
-
-        With k = 4 these are exactly the official values; with k = 1 a row is 40 ms, so the row limits
-        grow 4x and one blank id makes a blank row.
-        """
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        scale = 4 / k
-        return cls(blank_run_limit=max(1, round((10 if omni else 8) * scale)),
-                   step_cap_factor=max(1, round(8 * scale)), blank_min_slots=math.ceil(3 * k / 4))
-
-
-class TokenText:
-    """Sentence-end and skippable tests of single text ids, decoded once and cached."""
-
-    def __init__(self, tokenizer) -> None:
-        self.tokenizer = tokenizer
-        self._cache: dict[int, tuple[bool, bool]] = {}
-
-    def _flags(self, t: int) -> tuple[bool, bool]:
-        flags = self._cache.get(t)
-        if flags is None:
-            text = self.tokenizer.decode([t])
-            flags = self._cache[t] = (is_sentence_end(text), is_skippable(text))
-        return flags
-
-    def sentence_end(self, t: int) -> bool:
-        return self._flags(t)[0]
-
-    def skippable(self, t: int) -> bool:
-        return self._flags(t)[1]
 
 
 class Phase(enum.Enum):
@@ -131,14 +61,17 @@ class ChunkState:
 
     Args:
         buffer: text ids to voice (TTS), or the first ids of a live text stream (omni).
-        ids: special ids; ``rules``: limits; ``token_text``: sentence-end / skippable tests.
+        ids: special ids; ``rules``: limits; ``text``: the text front-end (``is_sentence_end`` and
+            ``is_skippable`` of single ids).
+        slots: k.
         text_final: True when no more text will arrive (TTS mode). In omni mode pass False and call
             :meth:`push_text` / :meth:`finish_text` as the MLLM writes.
     """
 
-    def __init__(self, buffer: Iterable[int], ids: SpecialIds, rules: ChunkRules, token_text: TokenText,
-                 slots: int, text_final: bool = True) -> None:
-        self.ids, self.rules, self.token_text, self.slots = ids, rules, token_text, slots
+    def __init__(self, buffer: Iterable[int], ids: SpecialIds, rules: ChunkRules, text, slots: int,
+                 text_final: bool = True) -> None:
+        self.ids, self.rules, self.text, self.slots = ids, rules, text, slots
+        self.layout = RowLayout(ids, slots, delay_rows=0)  # its control rows only: delay rows are the model's
         self._initial = list(buffer)
         self._initial_final = text_final
         self.reset()
@@ -164,7 +97,7 @@ class ChunkState:
 
     def _effectively_empty(self) -> bool:
         # Spec §2.9 #4: a buffer of only whitespace/markdown would be skipped by the next chunk anyway.
-        return all(self.token_text.skippable(t) for t in self.buffer)
+        return all(self.text.is_skippable(t) for t in self.buffer)
 
     def _no_text_left(self) -> bool:
         # At a chunk start the skippable ids would be dropped, so they do not count as text.
@@ -181,7 +114,7 @@ class ChunkState:
             raise RuntimeError("next_row called after the END row")
         if not self.ready():
             raise RuntimeError("no text to place yet: check ready() before stepping in omni mode")
-        ids, rules, k = self.ids, self.rules, self.slots
+        ids, rules, layout = self.ids, self.rules, self.layout
         blank = sum(s in rules.blank_codes for s in sampled) >= rules.blank_min_slots
         self.blank_run = self.blank_run + 1 if blank else 0
         speech, kind, abort = list(sampled), RowKind.TEXT, None
@@ -194,30 +127,79 @@ class ChunkState:
             cap = not empty and self.n_steps > rules.step_cap_factor * self.n_text
             long_blank = self.blank_run > rules.blank_run_limit
             if empty or cap or long_blank or all(s == ids.speech_eos for s in sampled):
-                speech, kind = [ids.speech_eos] * k, RowKind.CLOSE
+                speech, kind = layout.close_row()[1:], RowKind.CLOSE
                 last = self.text_final and self._effectively_empty()
                 self.pending = ids.audio_end if last else ids.audio_sep
                 self.phase = Phase.SEP
                 if long_blank or cap:  # as official: a safeguard firing is an error even if all-eos too
                     abort = AbortCause.BLANK_RUN if long_blank else AbortCause.STEP_CAP
         elif self.phase is Phase.SEP:
-            text, speech, kind = self.pending, [ids.speech_pad] * k, RowKind.SEP
+            last = self.pending == ids.audio_end
+            text, *speech = layout.sep_row(last)
+            kind = RowKind.SEP
             self.n_text = self.n_steps = 0  # n_steps counts this SEP row below, as the official loop does
             self.first_of_chunk = True
             self.chunk += 1
-            self.phase = Phase.END if self.pending == ids.audio_end else Phase.TEXT
+            self.phase = Phase.END if last else Phase.TEXT
         elif self.phase is Phase.END:
-            text, speech, kind = ids.eos_text, [ids.speech_pad] * k, RowKind.END  # do: pad, never sampled
+            text, *speech = layout.end_row()  # do: pad, never sampled
+            kind = RowKind.END
             self.done = True
         else:
             if self.first_of_chunk:
-                while self.token_text.skippable(self.buffer[0]):
+                while self.text.is_skippable(self.buffer[0]):
                     self.buffer.popleft()
                 self.first_of_chunk = False
             text = self.buffer.popleft()
             self.n_text += 1
-            if ((self.token_text.sentence_end(text) and self.n_text > rules.sentence_min_text)
+            if ((self.text.is_sentence_end(text) and self.n_text > rules.sentence_min_text)
                     or self.n_text > rules.max_text or (not self.buffer and self.text_final)):
                 self.phase = Phase.PAD
         self.n_steps += 1
         return StepResult((text, *speech), kind, abort)
+
+
+@dataclass(frozen=True)
+class ChunkAbort:
+    """A chunk closed by a safeguard (the official ``tts_error``): which chunk, at which row, why."""
+
+    chunk: int
+    row: int
+    cause: AbortCause
+
+
+@dataclass(frozen=True)
+class RowEvent:
+    """One decoded row of one request, yielded as soon as it is made.
+
+    ``finish_reason`` and ``unspoken`` (the text ids never placed) are set on the request's last row only.
+    """
+
+    request: int
+    index: int
+    row: tuple[int, ...]
+    kind: RowKind
+    abort: ChunkAbort | None = None
+    finish_reason: str | None = None
+    unspoken: tuple[int, ...] | None = None
+
+
+def step_row(state: ChunkState, sampled: list[int], request: int, index: int, max_rows: int,
+             room: bool = True) -> RowEvent:
+    """The row step: row ``index`` of ``request`` from its k sampled ids, and whether the request ends.
+
+    A request ends with its END row (``"end"``), with its ``max_rows``-th row (``"max_rows"``) or when its
+    cache has no room for another row (``"cache_full"``); the last event carries the unspoken text.
+    """
+    chunk = state.chunk
+    res = state.next_row(sampled)
+    finish = None
+    if state.done:
+        finish = "end"
+    elif index + 1 >= max_rows:
+        finish = "max_rows"
+    elif not room:
+        finish = "cache_full"
+    abort = ChunkAbort(chunk, index, res.abort) if res.abort is not None else None
+    unspoken = tuple(state.buffer) if finish is not None else None
+    return RowEvent(request, index, res.row, res.kind, abort, finish, unspoken)

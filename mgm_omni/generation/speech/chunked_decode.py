@@ -21,9 +21,20 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mgm_omni.generation.speech.chunk_state import AbortCause, ChunkRules, ChunkState, RowKind, TokenText
 from mgm_omni.generation.sampling import SamplingConfig, mark_seen, sample
+from mgm_omni.generation.speech.chunk_state import (
+    AbortCause,
+    ChunkAbort,
+    ChunkRules,
+    ChunkState,
+    RowEvent,
+    RowKind,
+    step_row,
+)
 from mgm_omni.generation.speech.prompt import PromptRows, SpecialIds
+
+__all__ = ["FINISH_REASONS", "ChunkAbort", "ChunkedDecoder", "DecodeConfig", "RetryPolicy", "RowEvent",
+           "SpeechResult", "generate_with_retry"]
 
 FINISH_REASONS = ("end", "max_rows", "cache_full")
 
@@ -34,7 +45,7 @@ class DecodeConfig:
 
     Args:
         sampling: speech sampling (temperature 0 = greedy).
-        rules: chunk limits; ``None`` = the official limits rescaled to the model's k.
+        rules: chunk limits; ``None`` = the decoder's (the mouth's limits, see ``ChunkRules.for_mouth``).
         max_new_rows: stop a request after this many generated rows (official CLI: 8192).
         max_cache_rows: bound on KV-cache positions per request (prompt + rows); ``None`` = unbounded.
         initial_cache_rows: positions preallocated beyond the prompt; ``None`` = estimated from the
@@ -54,31 +65,6 @@ class DecodeConfig:
             raise ValueError(f"max_new_rows must be >= 1, got {self.max_new_rows}")
         if self.initial_cache_rows is not None and self.initial_cache_rows < 1:
             raise ValueError(f"initial_cache_rows must be >= 1, got {self.initial_cache_rows}")
-
-
-@dataclass(frozen=True)
-class ChunkAbort:
-    """A chunk closed by a safeguard (the official ``tts_error``): which chunk, at which row, why."""
-
-    chunk: int
-    row: int
-    cause: AbortCause
-
-
-@dataclass(frozen=True)
-class RowEvent:
-    """One decoded row of one request, yielded as soon as it is made.
-
-    ``finish_reason`` and ``unspoken`` (the text ids never placed) are set on the request's last row only.
-    """
-
-    request: int
-    index: int
-    row: tuple[int, ...]
-    kind: RowKind
-    abort: ChunkAbort | None = None
-    finish_reason: str | None = None
-    unspoken: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -122,21 +108,24 @@ class ChunkedDecoder:
 
     Args:
         runner: model state of a batch (``SpeechLMRunner`` or a test double with the same methods).
-        ids: special ids; ``token_text``: the SpeechLM tokenizer's sentence-end / skippable tests.
+        ids: special ids; ``text``: the SpeechLM's text front-end (sentence-end / skippable tests).
         config: decode settings.
+        rules: chunk limits when ``config.rules`` is None (default: the release's, rescaled to the runner's k).
     """
 
-    def __init__(self, runner, ids: SpecialIds, token_text: TokenText, config: DecodeConfig | None = None) -> None:
-        self.runner, self.ids, self.token_text = runner, ids, token_text
+    def __init__(self, runner, ids: SpecialIds, text, config: DecodeConfig | None = None,
+                 rules: ChunkRules | None = None) -> None:
+        self.runner, self.ids, self.text = runner, ids, text
         self.config = config or DecodeConfig()
         self.slots = runner.num_slots
+        self.rules = rules or ChunkRules.for_slots(self.slots)
 
     def stream(self, prompts: Sequence[PromptRows], config: DecodeConfig | None = None) -> Iterator[RowEvent]:
         """Decode ``prompts`` together, yielding each row as it is decoded (rows of different requests
         interleave; ``event.request`` is the prompt's index). Greedy rows do not depend on the batch."""
         cfg = config or self.config
-        rules = cfg.rules or ChunkRules.for_slots(self.slots)
-        states = [ChunkState(p.buffer, self.ids, rules, self.token_text, self.slots) for p in prompts]
+        rules = cfg.rules or self.rules
+        states = [ChunkState(p.buffer, self.ids, rules, self.text, self.slots) for p in prompts]
         generator = None
         if cfg.seed is not None:
             generator = torch.Generator(device=_device_of(self.runner)).manual_seed(cfg.seed)
@@ -156,23 +145,13 @@ class ChunkedDecoder:
                 picked = sample(flat, cfg.sampling, seen, generator).view(len(active), self.slots).tolist()
                 rows, kept = [], []
                 for slot, req in enumerate(active):
-                    state = states[req]
-                    chunk = state.chunk
-                    res = state.next_row(picked[slot])
+                    event = step_row(states[req], picked[slot], req, counts[req], cfg.max_new_rows,
+                                     self.runner.room(slot))
                     counts[req] += 1
-                    finish = None
-                    if state.done:
-                        finish = "end"
-                    elif counts[req] >= cfg.max_new_rows:
-                        finish = "max_rows"
-                    elif not self.runner.room(slot):
-                        finish = "cache_full"
-                    abort = ChunkAbort(chunk, counts[req] - 1, res.abort) if res.abort is not None else None
-                    if finish is None:
-                        rows.append(res.row)
+                    if event.finish_reason is None:
+                        rows.append(event.row)
                         kept.append(slot)
-                    unspoken = tuple(state.buffer) if finish is not None else None
-                    yield RowEvent(req, counts[req] - 1, res.row, res.kind, abort, finish, unspoken)
+                    yield event
                 if not kept:
                     break
                 if len(kept) != len(active):

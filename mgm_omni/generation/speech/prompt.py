@@ -2,9 +2,13 @@
 
 Every text id of the prompt becomes the row ``(id, pad, .., pad)``. The ``<speech>`` placeholder is
 replaced by the speech block: the reference transcript in the text column (right-padded with the
-pad text id), P all-pad delay rows, the reference speech tokens grouped k per row, one all-eos row.
-The prompt is prefilled up to and including the assistant ``<|audio_start|>``; the target text ids
-after it form the text buffer that the chunk schedule consumes.
+pad text id), P all-pad delay rows, the reference speech tokens grouped k per row, one all-eos row
+(the rows come from :mod:`~mgm_omni.generation.speech.layout`, which training shares). The prompt is
+prefilled up to and including the assistant ``<|audio_start|>``; the target text ids after it form the
+text buffer that the chunk schedule consumes.
+
+The text goes through the mouth's text front-end: user text (target, reference transcript) through
+``encode`` (a g2p step where the mouth has one), the chat markup through ``tokenize``.
 """
 
 from __future__ import annotations
@@ -13,55 +17,31 @@ import logging
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import torch
 
 from mgm_omni.config import SpeechLMConfig
+from mgm_omni.generation.speech.layout import LayoutError, RowLayout, SpecialIds
 from mgm_omni.text import (
+    IM_END,
     SPEECH_TOKEN_INDEX,
     TTSPromptConfig,
-    is_skippable,
+    as_frontend,
     omni_tts_prompt,
     tokenize_with_placeholders,
     tts_prompt,
 )
 from mgm_omni.text.errors import TextError
 
+__all__ = ["PromptRows", "SpecialIds", "SpeechPromptError", "check_reference_tokens", "check_text_buffer",
+           "omni_prompt_rows", "speech_block", "tts_prompt_rows"]
+
 log = logging.getLogger(__name__)
 
 
 class SpeechPromptError(ValueError):
     """The text, the reference transcript or the reference speech tokens cannot make a prompt."""
-
-
-@dataclass(frozen=True)
-class SpecialIds:
-    """Text-column ids the decoder writes itself, and the per-slot speech eos / pad (relative ids)."""
-
-    pad_text: int  # <|endoftext|>: text column while speech catches up
-    eos_text: int  # <|im_end|>: the END row
-    audio_start: int
-    audio_end: int
-    audio_sep: int
-    speech_eos: int
-    speech_pad: int
-
-    @classmethod
-    def from_tokenizer(cls, tokenizer, cfg: SpeechLMConfig) -> SpecialIds:
-        """Ids from a tokenizer (``pad_token_id``, ``eos_token_id``) and the config's vocabulary layout."""
-        ids = cls(pad_text=int(tokenizer.pad_token_id), eos_text=int(tokenizer.eos_token_id),
-                  audio_start=cfg.text_size - 3, audio_end=cfg.text_size - 2, audio_sep=cfg.text_size - 1,
-                  speech_eos=cfg.speech_eos, speech_pad=cfg.speech_pad)
-        for name in ("pad_text", "eos_text"):
-            if not 0 <= getattr(ids, name) < ids.audio_start:
-                raise SpeechPromptError(f"tokenizer {name} id {getattr(ids, name)} is not a text id below "
-                                        f"<|audio_start|> ({ids.audio_start}); wrong tokenizer for this model?")
-        return ids
-
-    @property
-    def control_text(self) -> frozenset[int]:
-        """Text ids that steer the schedule and so must never come from user text."""
-        return frozenset({self.pad_text, self.eos_text, self.audio_start, self.audio_end, self.audio_sep})
 
 
 @dataclass
@@ -86,24 +66,9 @@ def speech_block(
     slots: int,
     delay_rows: int,
 ) -> list[list[int]]:
-    """The rows that replace ``<speech>``: (P + G + 1, 1 + k) with G = len(reference_tokens) // k.
-
-    A transcript longer than the block is cut to fit (as the official code does) with a warning: it
-    means the transcript does not belong to the reference audio.
-    """
-    groups = len(reference_tokens) // slots
-    n = delay_rows + groups + 1
-    transcript = list(transcript_ids)
-    if len(transcript) > n:
-        log.warning("reference transcript has %d tokens but the speech block has only %d rows (%d reference "
-                    "speech tokens): %d transcript tokens dropped; does the transcript match the audio?",
-                    len(transcript), n, len(reference_tokens), len(transcript) - n)
-        transcript = transcript[:n]
-    text = transcript + [ids.pad_text] * (n - len(transcript))
-    speech = [[ids.speech_pad] * slots for _ in range(delay_rows)]
-    speech += [list(reference_tokens[g * slots:(g + 1) * slots]) for g in range(groups)]
-    speech.append([ids.speech_eos] * slots)
-    return [[t] + s for t, s in zip(text, speech)]
+    """The rows that replace ``<speech>``: (P + G + 1, 1 + k) with G = len(reference_tokens) // k
+    (:meth:`RowLayout.speech_block`)."""
+    return RowLayout(ids, slots, delay_rows).speech_block(transcript_ids, reference_tokens)
 
 
 def check_reference_tokens(tokens, cfg: SpeechLMConfig) -> list[int]:
@@ -129,27 +94,32 @@ def tts_prompt_rows(
     reference_text: str,
     reference_tokens: Sequence[int],
     prompt_config: TTSPromptConfig | None = None,
+    delay_rows: int | None = None,
 ) -> PromptRows:
     """The voice-cloning TTS prefill and text buffer for ``text`` (spec §2.1).
+
+    ``tokenizer``: the mouth's text front-end (a bare tokenizer is read as the Qwen BPE front-end);
+    ``delay_rows``: P (default: the config's, see ``MouthSpec.delay_rows``).
 
     Raises:
         SpeechPromptError: empty text, text that is only whitespace/markdown, control tokens written in
             the text, or invalid reference tokens.
     """
+    frontend = as_frontend(tokenizer)
     refs = check_reference_tokens(reference_tokens, cfg)
     try:
-        prompt = tts_prompt(reference_text, text, prompt_config)
+        prompt = tts_prompt(reference_text, frontend.prepare(text), prompt_config)
     except TextError as exc:
         raise SpeechPromptError(str(exc)) from exc
-    rows, block = _prompt_rows(tokenizer, cfg, prompt, reference_text, refs)
-    ids = SpecialIds.from_tokenizer(tokenizer, cfg)
+    rows, block, ids = _prompt_rows(frontend, cfg, prompt, reference_text, refs, delay_rows)
     starts = [i for i, r in enumerate(rows) if r[0] == ids.audio_start]
     cut = starts[-1] + 1
     tail = [r[0] for r in rows[cut:]]
-    if tail[-2:] != [ids.eos_text, _newline_id(tokenizer)]:
+    closing = _closing_ids(frontend)
+    if tail[len(tail) - len(closing):] != closing or closing[:1] != [ids.eos_text]:
         raise SpeechPromptError("the prompt does not end with <|im_end|> and a newline; cannot split the buffer")
-    buffer = tail[:-2]
-    check_text_buffer(buffer, ids, tokenizer)
+    buffer = tail[: len(tail) - len(closing)]
+    check_text_buffer(buffer, ids, frontend)
     limit = cfg.tokenizer_model_max_length
     if limit is not None and len(rows) > limit:
         # The official code truncates the rows here, which cuts the target text (or worse, the prompt);
@@ -159,45 +129,46 @@ def tts_prompt_rows(
 
 
 def omni_prompt_rows(tokenizer, cfg: SpeechLMConfig, reference_text: str, reference_tokens: Sequence[int],
-                     prompt_config: TTSPromptConfig | None = None) -> PromptRows:
+                     prompt_config: TTSPromptConfig | None = None, delay_rows: int | None = None) -> PromptRows:
     """The omni-mode prefill: the TTS prompt up to the assistant ``<|audio_start|>``, empty buffer."""
+    frontend = as_frontend(tokenizer)
     refs = check_reference_tokens(reference_tokens, cfg)
     try:
         prompt = omni_tts_prompt(reference_text, prompt_config)
     except TextError as exc:
         raise SpeechPromptError(str(exc)) from exc
-    rows, block = _prompt_rows(tokenizer, cfg, prompt, reference_text, refs)
+    rows, block, _ = _prompt_rows(frontend, cfg, prompt, reference_text, refs, delay_rows)
     return PromptRows(torch.tensor(rows, dtype=torch.long), [], block)
 
 
 def check_text_buffer(buffer: Sequence[int], ids: SpecialIds, tokenizer) -> None:
     """Reject a buffer with nothing to voice or with ids that would steer the chunk schedule."""
+    frontend = as_frontend(tokenizer)
     control = [t for t in buffer if t in ids.control_text or t >= ids.audio_start]
     if control:
-        raise SpeechPromptError(f"text contains the control token {tokenizer.decode([control[0]])!r} "
+        raise SpeechPromptError(f"text contains the control token {frontend.decode([control[0]])!r} "
                                 f"(id {control[0]}); remove special tokens from the text")
-    if all(is_skippable(tokenizer.decode([t])) for t in buffer):
+    if all(frontend.is_skippable(t) for t in buffer):
         raise SpeechPromptError("text has nothing to speak: it is empty or only whitespace / markdown (* #)")
 
 
-def _prompt_rows(tokenizer, cfg, prompt: str, reference_text: str, refs: list[int]):
-    ids = SpecialIds.from_tokenizer(tokenizer, cfg)
-    k = cfg.speech_token_count
+def _prompt_rows(frontend, cfg, prompt: str, reference_text: str, refs: list[int], delay_rows: int | None):
     try:
-        prompt_ids = tokenize_with_placeholders(prompt, tokenizer)
-    except TextError as exc:
+        ids = SpecialIds.from_tokenizer(frontend, cfg)
+        layout = RowLayout(ids, cfg.speech_token_count, cfg.delay_rows if delay_rows is None else delay_rows)
+        # the markup is tokenised as is; the user text in it was prepared by the caller
+        prompt_ids = tokenize_with_placeholders(prompt, SimpleNamespace(encode=frontend.tokenize))
+    except (TextError, LayoutError) as exc:
         raise SpeechPromptError(str(exc)) from exc
     if prompt_ids.count(SPEECH_TOKEN_INDEX) != 1:
         raise SpeechPromptError("the prompt must hold exactly one <speech> placeholder")
-    block = speech_block(tokenizer.encode(reference_text), refs, ids, k, cfg.delay_rows)
+    block = layout.speech_block(frontend.encode(reference_text), refs)
     at = prompt_ids.index(SPEECH_TOKEN_INDEX)
-    pad = [ids.speech_pad] * k
-    rows = [[t] + pad for t in prompt_ids[:at]] + block + [[t] + pad for t in prompt_ids[at + 1:]]
-    return rows, (at, at + len(block))
+    rows = [layout.text_row(t) for t in prompt_ids[:at]] + block + [layout.text_row(t) for t in prompt_ids[at + 1:]]
+    return rows, (at, at + len(block)), ids
 
 
-def _newline_id(tokenizer) -> int:
-    nl = tokenizer.encode("\n")
-    if len(nl) != 1:
-        raise SpeechPromptError("tokenizer does not encode a newline as one token")
-    return nl[0]
+def _closing_ids(frontend) -> list[int]:
+    # The assistant turn closes with <|im_end|> and a newline: two ids for the Qwen BPE, whatever the
+    # front-end makes of them otherwise (a phoneme BPE has no newline token).
+    return frontend.tokenize(IM_END + "\n")

@@ -1,16 +1,18 @@
-"""From generated rows to the flat 25 Hz S3 token stream the vocoder reads (spec §2.5, §2.9 #1).
+"""From generated rows to the flat speech-token stream the vocoder reads (spec §2.5, §2.9 #1).
 
 One rule for offline and streaming (``vocoder_tokens`` feeds every row through ``VocoderTokenStream``):
 - the first P rows of every chunk are the trained delay rows: dropped (they should be all-pad);
 - the all-eos row that closes a chunk (the row just before a separator), the separator rows and
   everything from ``<|audio_end|>`` on (the END row) are dropped;
 - inside kept rows any stray id >= eos (an eos or pad sampled mid-chunk, or a stray all-eos row) becomes
-  the silence code 6486, so the timing is kept;
+  the mouth's silence code (``MouthSpec.silence_code``), so the timing is kept;
 - rows contribute slots 0..k-1 in order (row-major).
 
 The official ``token2audio`` differs: it drops ``speech_token_pre_pad`` rows per chunk with a default
 of 1 while prompts are built with 4 delay rows, so 3 delay rows per chunk reach the vocoder (0.48 s
 of pause at every chunk start). ``official_vocoder_tokens`` reproduces it for golden checks only.
+This is the inverse of :mod:`~mgm_omni.generation.speech.layout`: the tokens a chunk was laid out with come
+back out (an incomplete last row's eos fill as silence).
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from mgm_omni.generation.speech.prompt import SpecialIds
+from mgm_omni.config.mouth import S3_SILENCE_CODE
+from mgm_omni.generation.speech.layout import SpecialIds
 
 log = logging.getLogger(__name__)
 
-SILENCE_CODE = 6486  # S3 code used in place of eos/pad inside kept rows (a blank code, Appendix A)
+SILENCE_CODE = S3_SILENCE_CODE  # the release's; a mouth passes its own ``silence_code``
 
 
 class TokenStreamError(ValueError):

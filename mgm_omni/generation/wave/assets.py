@@ -28,9 +28,11 @@ def build_hift(cfg: CosyVoice2Config) -> HiFTGenerator:
     return HiFTGenerator(HiFTConfig.from_resolved(to_resolved(cfg.hift)))
 
 
-def find_cosyvoice_dir(model_dir: str | os.PathLike, cosyvoice_path: str | os.PathLike | None = None) -> Path:
-    """``cosyvoice_path`` if given, else ``<model_dir>/cosyvoice2``; raise naming the files needed."""
-    path = Path(cosyvoice_path) if cosyvoice_path else Path(model_dir) / COSYVOICE_DIR
+def find_cosyvoice_dir(model_dir: str | os.PathLike, cosyvoice_path: str | os.PathLike | None = None,
+                       folder: str = COSYVOICE_DIR) -> Path:
+    """``cosyvoice_path`` if given, else ``<model_dir>/<folder>`` (``MouthSpec.token2wav_dir``); raise naming
+    the files needed."""
+    path = Path(cosyvoice_path) if cosyvoice_path else Path(model_dir) / folder
     missing = [name for name in (YAML_NAME, "flow.pt", "hift.pt") if not (path / name).is_file()]
     if missing:
         raise CheckpointError(
@@ -40,8 +42,14 @@ def find_cosyvoice_dir(model_dir: str | os.PathLike, cosyvoice_path: str | os.Pa
     return path
 
 
-def load_token2wav(cosyvoice_dir: str | os.PathLike) -> Token2Wav:
-    """Flow + HiFT of a ``cosyvoice2/`` folder, in eval mode, fp32 (as the release runs them)."""
+def load_token2wav(cosyvoice_dir: str | os.PathLike, kind: str = "cosyvoice2") -> Token2Wav:
+    """Flow + HiFT of a ``cosyvoice2/`` folder, in eval mode, fp32 (as the release runs them).
+
+    ``kind``: the mouth's ``token2wav`` stack; only ``"cosyvoice2"`` streams here so far (a flow +
+    HiFi-GAN V1 stack is declared by ``MouthSpec`` and refused with this error until it does).
+    """
+    if kind != "cosyvoice2":
+        raise CheckpointError(f"the token2wav stack {kind!r} cannot be streamed by this version (only 'cosyvoice2')")
     path = Path(cosyvoice_dir)
     cfg = CosyVoice2Config.from_yaml(path / YAML_NAME)
     flow = build_flow(cfg).eval()

@@ -1,4 +1,4 @@
-"""The reference prompt for voice cloning: (speech tokens, prompt mel, x-vector) from one reference clip (spec §3.2).
+"""The official reference front-end: (speech tokens, prompt mel, x-vector) of one reference clip (spec §3.2).
 
 Steps, on the clip resampled to 16 kHz (the official loader reads references at 16 kHz):
 
@@ -12,8 +12,10 @@ Steps, on the clip resampled to 16 kHz (the official loader reads references at 
 4. speech tokens: the S3 tokenizer on the 16 kHz clip (30 s blocks), 25 Hz;
 5. align: ``n = min(T_mel // 2, n_tokens)``; keep n tokens and 2n mel frames.
 
-Without the official ONNX files there is no faithful reference prompt: ``load_reference_frontends`` names the
-missing files.
+The result is a :class:`~mgm_omni.generation.voice.Voice`. Without the official ONNX files there is no faithful
+reference prompt: ``load_reference_frontends`` names the missing files. :class:`OfficialFrontEnd` is this
+front-end behind the ``VoiceFrontEnd`` protocol (loaded on first use), for mouths that declare
+``speech_tokenizer: s3-v2`` and ``speaker_encoder: campplus``.
 """
 
 from __future__ import annotations
@@ -29,13 +31,13 @@ import numpy as np
 import torch
 
 from mgm_omni.audio import COSYVOICE2_24K, MelConfig, log_mel, resample
-from mgm_omni.generation.wave.token2wav import ReferencePrompt as FlowPrompt
+from mgm_omni.generation.voice import Voice, VoiceError
 from mgm_omni.models.onnx_session import OnnxAssetError
 from mgm_omni.models.speaker import CAMPPLUS_FILE, CampPlusOnnx, SpeakerEncoder
 from mgm_omni.models.speech_tokenizer import S3_TOKENIZER_FILE, S3Tokenizer
 
 
-class ReferencePromptError(ValueError):
+class ReferencePromptError(VoiceError):
     """A reference prompt that cannot be built (wrong encoder, inconsistent parts)."""
 
 
@@ -75,32 +77,6 @@ class ReferenceConfig:
             raise ValueError(f"ReferenceConfig.too_long must be 'error' or 'trim', got {self.too_long!r}")
         if not 0 <= self.min_voiced_seconds <= self.min_seconds or self.silence_dbfs >= 0:
             raise ValueError("ReferenceConfig needs 0 <= min_voiced_seconds <= min_seconds and silence_dbfs < 0")
-
-
-@dataclass
-class ReferencePrompt(FlowPrompt):
-    """The voice-cloning prompt of the SpeechLM (tokens) and the flow (tokens, mel, x-vector).
-
-    tokens: (1, L) int64 S3 codes at 25 Hz; mel: (1, 2L, 80) float32 log-mel at 50 fps; xvector: (1, 192) float32,
-    raw (the flow normalises it); text: the reference transcript, if known. It is the ``token2wav`` prompt plus
-    the transcript and stricter shape checks, so it can be passed to ``Token2Wav`` as is.
-    """
-
-    text: str | None = None
-
-    def __post_init__(self):
-        if self.tokens.dim() != 2 or self.tokens.shape[0] != 1 or self.tokens.dtype != torch.int64:
-            raise ReferencePromptError(
-                f"tokens must be (1, L) int64, got {self.tokens.dtype} {tuple(self.tokens.shape)}"
-            )
-        n = self.tokens.shape[1]
-        if self.mel.dim() != 3 or self.mel.shape[:2] != (1, 2 * n):
-            raise ReferencePromptError(f"mel must be (1, 2L={2 * n}, n_mels), got {tuple(self.mel.shape)}")
-        if self.xvector.dim() != 2 or self.xvector.shape[0] != 1:
-            raise ReferencePromptError(f"xvector must be (1, D), got {tuple(self.xvector.shape)}")
-        if self.text is not None and not isinstance(self.text, str):
-            raise ReferencePromptError(f"text must be a str or None, got {type(self.text).__name__}")
-        super().__post_init__()
 
 
 def prepare_reference_audio(wave: torch.Tensor, sr: int, config: ReferenceConfig | None = None) -> torch.Tensor:
@@ -164,9 +140,9 @@ def build_reference_prompt(
     sr: int,
     speech_tokenizer: SpeechTokenizer,
     speaker_encoder: SpeakerEncoder,
-    text: str | None = None,
+    text: str = "",
     config: ReferenceConfig | None = None,
-) -> ReferencePrompt:
+) -> Voice:
     """Build the reference prompt of one clip (spec §3.2).
 
     Args:
@@ -177,7 +153,7 @@ def build_reference_prompt(
         text: the reference transcript, stored as is.
         config: limits; see ``ReferenceConfig``.
     Returns:
-        ``ReferencePrompt`` with tokens (1, L), mel (1, 2L, 80), xvector (1, 192).
+        a ``Voice`` with tokens (1, L), mel (1, 2L, 80), xvector (1, 192).
     """
     cfg = config or ReferenceConfig()
     if speaker_encoder.dim != cfg.xvector_dim:
@@ -195,7 +171,7 @@ def build_reference_prompt(
     n = min(mel.shape[0] // 2, tokens.shape[1])
     if n == 0:
         raise ReferenceAudioError("reference audio gave no speech tokens")
-    return ReferencePrompt(tokens=tokens[:, :n], mel=mel[None, : 2 * n].contiguous(), xvector=xvector, text=text)
+    return Voice(tokens[:, :n], mel[None, : 2 * n].contiguous(), xvector, text=text)
 
 
 def load_reference_frontends(cosyvoice_dir: str | os.PathLike, threads: int = 1) -> tuple[S3Tokenizer, CampPlusOnnx]:
@@ -211,3 +187,18 @@ def load_reference_frontends(cosyvoice_dir: str | os.PathLike, threads: int = 1)
             "prompt can be built: download cosyvoice2/* from the SpeechLM repository (e.g. wcy1122/MGM-Omni-TTS-2B-0927)"
         )
     return S3Tokenizer(folder / S3_TOKENIZER_FILE, threads=threads), CampPlusOnnx(folder / CAMPPLUS_FILE, threads=threads)
+
+
+class OfficialFrontEnd:
+    """The release's S3 tokenizer + CAMPPlus from a ``cosyvoice2/`` folder (loaded on first use)."""
+
+    id = "cosyvoice2"
+
+    def __init__(self, folder: str | os.PathLike, config: ReferenceConfig | None = None) -> None:
+        self.folder, self.config = Path(folder), config or ReferenceConfig()
+        self._models: tuple[S3Tokenizer, CampPlusOnnx] | None = None
+
+    def prompt(self, wave: torch.Tensor, sr: int, config: ReferenceConfig | None = None) -> Voice:
+        if self._models is None:
+            self._models = load_reference_frontends(self.folder)
+        return build_reference_prompt(wave, sr, *self._models, config=config or self.config)
