@@ -7,7 +7,7 @@ import os
 
 import pytest
 import torch
-from golden import golden_params
+from golden import SPEECHLM_CONFIG, golden_params, speechlm_checkpoint
 
 from mgm_omni.checkpoint import CheckpointError, load_into, load_state_dict, resolve_pretrained, save_state_dict
 from mgm_omni.config import (
@@ -33,9 +33,9 @@ OMNI_JSON = {  # the shape of an MGM-Omni-7B config.json (spec §4.8), with an u
 }
 
 
-@pytest.mark.parametrize("gdir", golden_params("speechlm/MGM-Omni-TTS-tiny/config.json"))
+@pytest.mark.parametrize("gdir", golden_params(SPEECHLM_CONFIG))
 def test_speechlm_config_round_trip(gdir, tmp_path):
-    src = gdir / "speechlm" / "MGM-Omni-TTS-tiny" / "config.json"
+    src = speechlm_checkpoint(gdir) / "config.json"
     data = json.loads(src.read_text())
     cfg = load_config(src.parent)
     assert isinstance(cfg, SpeechLMConfig)

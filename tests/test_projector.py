@@ -19,15 +19,18 @@ PREFIX = "model.mm_speech_projector."
 
 
 def _golden_projector(gdir, speech_norm: bool = False) -> DualMLPSpeechProjector:
+    """The official projector from its config (``projector_golden.json``) and its bf16 weights."""
     meta = json.loads((gdir / "projector_golden.json").read_text())["config"]
-    aux_dim = meta["speech_encoder_hidden_size"] - 1280  # main width is hard-coded 1280 upstream
-    cfg = SpeechProjectorConfig(main_dim=1280, aux_dim=aux_dim, ds_rate=meta["speech_encoder_ds_rate"],
-                                out_dim=meta["hidden_size"], speech_norm=speech_norm,
-                                projector_type=meta["mm_speech_projector_type"])
     state = load_state_dict(gdir / "dual_mlp_projector.safetensors")
     assert all(k.startswith(PREFIX) for k in state)  # the official checkpoint key prefix
+    state = {k[len(PREFIX):]: v.float() for k, v in state.items()}  # bf16 weights, fp32 compute
+    main_dim = state["dual_query.0.weight"].shape[0]  # hard-coded 1280 upstream; read, not assumed
+    cfg = SpeechProjectorConfig(main_dim=main_dim, aux_dim=meta["speech_encoder_hidden_size"] - main_dim,
+                                ds_rate=meta["speech_encoder_ds_rate"], out_dim=meta["hidden_size"],
+                                mlp_dim=state["linear1.weight"].shape[0], speech_norm=speech_norm,
+                                projector_type=meta["mm_speech_projector_type"])
     proj = DualMLPSpeechProjector(cfg)
-    load_into(proj, {k[len(PREFIX):]: v.float() for k, v in state.items()})  # bf16 weights, fp32 compute
+    load_into(proj, state)  # strict: the aux width from the config must fit the weights
     return proj.eval()
 
 
@@ -35,12 +38,17 @@ def _golden_projector(gdir, speech_norm: bool = False) -> DualMLPSpeechProjector
 def test_projector_matches_official_golden(gdir):
     gdir = gdir / "projector"
     data = np.load(gdir / "projector_golden.npz")
+    shapes = json.loads((gdir / "projector_golden.json").read_text()).get("shapes", {})
+    for key, shape in shapes.items():  # the json's record of the arrays agrees with the arrays
+        assert list(data[key].shape) == shape, key
     x_main, x_aux = torch.from_numpy(data["x_main"]), torch.from_numpy(data["x_aux"])
     with torch.no_grad():
-        out = _golden_projector(gdir)(x_main, x_aux)
+        proj = _golden_projector(gdir)
+        out = proj(x_main, x_aux)
         out_norm = _golden_projector(gdir, speech_norm=True)(x_main, x_aux)
     ref = torch.from_numpy(data["out"])
-    assert out.shape == ref.shape == (2, 12, 64)  # T=25, k=2: one trailing frame dropped
+    n, t, _ = x_main.shape  # trailing frames that do not fill a group of ds_rate are dropped
+    assert out.shape == ref.shape == (n, t // proj.cfg.ds_rate, proj.cfg.out_dim)
     scale = ref.abs().max().item()
     assert (out - ref).abs().max().item() <= 1e-5 * max(1.0, scale)
     torch.testing.assert_close(out_norm, torch.from_numpy(data["out_l2norm"]), atol=1e-5, rtol=0)

