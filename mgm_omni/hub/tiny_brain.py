@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from mgm_omni.hub.tiny_mouth import TINY_NAME, cache_root, qwen_tokenizer_json
+from mgm_omni.hub.cache import cache_root
+from mgm_omni.hub.tiny_mouth import TINY_NAME, qwen_tokenizer_json
 from mgm_omni.config import OmniConfig
 from mgm_omni.models.audio_encoder import AudioEncoderConfig, DualAudioTower
 from mgm_omni.models.omni_lm import MGMOmni, VisionTowerWrapper
