@@ -1,0 +1,88 @@
+"""The SpeechLM training objective and what each stage trains.
+
+:class:`SpeechLMObjective` wraps a :class:`~mgm_omni.models.speech_lm.SpeechLM` so the whole loss runs inside
+one ``forward`` (what DDP and FSDP expect): rows -> backbone and adapter states -> text and speech logits ->
+``CE_text + CE_speech`` (spec §1.6, :func:`~mgm_omni.models.speech_lm.speech_lm_loss`).
+
+For ``train_step``'s ``(loss_sum, count)`` contract the loss of a micro-batch is weighted by its supervised
+rows: one micro-batch gives exactly the official loss, and several micro-batches (or ranks) give the
+row-weighted mean of theirs.
+
+Stages (spec §5): ``stage1`` freezes the Qwen3 layers and final norm and trains the TTS-Adapter and the new
+rows of the shared embedding / ``lm_head`` (the three audio ids and the k speech blocks; the text rows keep
+their pretrained values through a gradient mask); ``stage2`` trains everything.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mgm_omni.models.speech_lm import IGNORE_INDEX, SpeechLM, speech_lm_loss
+
+STAGES = ("stage1", "stage2")
+
+
+class SpeechLMObjective(nn.Module):
+    """``forward(batch) -> (loss_sum, rows)`` over a padded batch of ``rows`` / ``labels`` (B, T, 1 + k).
+
+    Padding rows carry label -100 (nothing learned) and are masked out of attention.
+    """
+
+    def __init__(self, model: SpeechLM) -> None:
+        super().__init__()
+        self.model = model
+        self.last: dict[str, float] = {}
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        rows, labels = batch["rows"], batch["labels"]
+        lengths = batch["rows_lengths"]
+        pad_mask = torch.arange(rows.shape[1], device=rows.device)[None] < lengths[:, None]  # (B, T)
+        h, g = self.model(rows, pad_mask=pad_mask)
+        loss, loss_text, loss_speech = speech_lm_loss(self.model.text_logits(h), self.model.speech_logits(g), labels)
+        supervised = (labels[:, 1:] != IGNORE_INDEX).any(-1).sum()  # rows whose next row is learned
+        self.last = {"loss_text": float(loss_text.detach()), "loss_speech": float(loss_speech.detach())}
+        return loss * supervised, supervised
+
+
+def new_row_span(model: SpeechLM) -> tuple[int, int]:
+    """Rows of the embedding / ``lm_head`` that a text LLM lacks: ``[audio_start, vocab)``."""
+    return model.cfg.text_size - 3, model.cfg.vocab_size
+
+
+def _row_mask_hook(start: int, stop: int):
+    def hook(grad: torch.Tensor) -> torch.Tensor:
+        keep = torch.zeros(grad.shape[0], 1, dtype=grad.dtype, device=grad.device)
+        keep[start:stop] = 1
+        return grad * keep
+
+    return hook
+
+
+def set_stage(model: SpeechLM, stage: str) -> list[torch.utils.hooks.RemovableHandle]:
+    """Mark what ``stage`` trains (``requires_grad``) and mask the gradient of pretrained embedding rows.
+
+    Returns the hook handles (remove them to train every row again). The embedding and ``lm_head`` rows are
+    in AdamW's no-decay group, so a row with a zero gradient stays exactly as it was.
+    """
+    if stage not in STAGES:
+        raise ValueError(f"SpeechLM stage must be one of {STAGES}, got {stage!r}")
+    model.requires_grad_(True)
+    handles = []
+    if stage == "stage1":
+        model.model.requires_grad_(False)
+        if model.tts_adapter is None:
+            raise ValueError("stage1 trains the TTS-Adapter, but this SpeechLM has none (tts_adapter_type)")
+        start, stop = new_row_span(model)
+        tables = {id(p): p for p in (model.model.embed_tokens.weight, model.lm_head.weight)}
+        for p in tables.values():  # one table when tied
+            p.requires_grad_(True)
+            handles.append(p.register_hook(_row_mask_hook(start, stop)))
+    return handles
+
+
+def trainable_summary(model: nn.Module) -> dict[str, int]:
+    """Trainable and total parameter counts (a shared tensor counted once)."""
+    params = {id(p): p for p in model.parameters()}.values()
+    return {"trainable": sum(p.numel() for p in params if p.requires_grad),
+            "total": sum(p.numel() for p in params)}
