@@ -18,8 +18,8 @@ from golden import DECODE_STEPS, REPO_ROOT, find_golden, golden_root, speechlm_c
 
 GOLDEN_TEST_FILES = [
     "tests/test_projector.py", "tests/test_speech_lm.py", "tests/test_chunked_decode.py", "tests/test_text.py",
-    "tests/test_config_checkpoint.py", "tests/test_vocoder.py", "tests/test_flow.py", "tests/test_audio.py",
-    "tests/test_token2wav.py",
+    "tests/test_config_checkpoint.py", "tests/test_vocoder.py", "tests/test_hift_golden.py", "tests/test_flow.py",
+    "tests/test_audio.py", "tests/test_token2wav.py",
 ]
 
 
@@ -163,7 +163,7 @@ def test_renamed_golden_copy_is_discovered_and_passes(renamed, tmp_path):
         *[f"tests/test_chunked_decode.py::test_greedy_decode_reproduces_official[pytorch-step-{set_id}/{c}]"
           for c in short],
         f"tests/test_chunked_decode.py::test_batched_equals_one_by_one[{set_id}-pytorch-step]",
-        *[f"tests/test_vocoder.py::{t}[{s}]" for s in hift_sets
+        *[f"tests/test_hift_golden.py::{t}[{s}]" for s in hift_sets
           for t in ("test_hift_golden_f0", "test_hift_golden_call_given_f0", "test_hift_golden_streaming_cache")],
     ]
     results = _pytest(dst, args, tmp_path / "junit.xml", timeout=600)
