@@ -149,6 +149,22 @@ def test_registry_of_a_model_uses_its_front_end_and_the_one_cache(tiny_cache):
     assert default.preset and torch.equal(default.tokens, shipped.tokens) and default.text == shipped.text
 
 
+def test_presets_of_a_model_without_its_onnx_front_end_answer_503(tiny_cache, tmp_path):
+    import shutil
+
+    from mgm_omni.engine.voices import FrontendUnavailable, registry_for
+    from mgm_omni.hub import resolve_mouth
+
+    root = tmp_path / "official"  # an official-format directory: no mouth.json, no ONNX files
+    root.mkdir()
+    shutil.copy(resolve_mouth().path / "config.json", root)
+    reg = registry_for(root, tmp_path / "voices")
+    assert reg.frontend.id == "cosyvoice2" and reg.names()[:3] == ["default", "slt", "rms"]
+    with pytest.raises(FrontendUnavailable, match="speech_tokenizer_v2.onnx") as info:
+        reg.get("default")
+    assert info.value.status == 503
+
+
 @pytest.fixture(scope="module")
 def long_generator(tiny_cache):
     from mgm_omni.generation.pipeline import TTSPipeline

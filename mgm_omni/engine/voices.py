@@ -98,7 +98,10 @@ class VoiceRegistry:
         with self._lock:
             if name in self._cache:
                 return self._cache[name]
-            voice = self.presets[name]() if name in self.presets else self._load(name)
+            try:
+                voice = self.presets[name]() if name in self.presets else self._load(name)
+            except OnnxAssetError as exc:  # a preset needs the front-end's files, which are missing here
+                raise FrontendUnavailable(str(exc)) from None
             self._cache[name] = voice
             return voice
 
