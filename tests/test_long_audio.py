@@ -182,3 +182,25 @@ def test_two_hours_go_through_untruncated():
         torch.set_num_threads(threads)
     assert out.n_samples == n and out.n_windows == 240
     assert out.embeddings.shape == (240 * 150, 8) and bool(torch.isfinite(out.embeddings).all())
+
+
+def test_front_end_follows_the_towers_mel_bins():
+    """80-bin towers (Whisper base / tiny.en, the default brain) get an 80-bin Whisper mel by default, equal to
+    faster-whisper's feature extractor; 128-bin towers keep ``WHISPER_128``."""
+    from mgm_omni.generation.mllm.long_audio import tower_mel
+
+    torch.manual_seed(0)
+    enc = dict(d_model=16, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=32, num_mel_bins=80,
+               max_source_positions=1500)
+    tower = DualAudioTower(AudioEncoderConfig(model_type="qwen2_audio_encoder", **enc),
+                           AudioEncoderConfig(model_type="whisper", **enc)).eval()
+    proj = DualMLPSpeechProjector(SpeechProjectorConfig(main_dim=16, aux_dim=16, out_dim=24, mlp_dim=32)).eval()
+    mel80 = tower_mel(tower)
+    assert mel80.n_mels == 80 and tower_mel(tiny_models()[0]) is WHISPER_128
+    wave = synthetic(7.0)
+    default = encode_long_audio(wave, tower, proj).embeddings
+    assert torch.equal(default, encode_long_audio(wave, tower, proj, mel_cfg=mel80).embeddings)
+    fw = pytest.importorskip("faster_whisper.feature_extractor")
+    ref = fw.FeatureExtractor(feature_size=80)(wave.numpy(), padding=W - len(wave))[:, :3000]
+    ours = whisper_features(wave, mel80)[0]
+    assert ours.shape == (80, 3000) and np.abs(ours.numpy() - ref).max() < 1e-4

@@ -17,6 +17,7 @@ duration.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Iterable, Iterator
@@ -30,6 +31,13 @@ from mgm_omni.models.audio_encoder import DualAudioTower
 from mgm_omni.models.projector import DualMLPSpeechProjector
 
 AudioSource = torch.Tensor | np.ndarray | Iterable
+
+
+def tower_mel(tower: DualAudioTower) -> MelConfig:
+    """The Whisper log-mel the tower's encoders take: ``WHISPER_128`` with their ``num_mel_bins`` (80 for
+    Whisper base / tiny.en, 128 for the official Qwen2-Audio / Whisper-large-v3 towers)."""
+    n_mels = tower.main_cfg.num_mel_bins
+    return WHISPER_128 if n_mels == WHISPER_128.n_mels else dataclasses.replace(WHISPER_128, n_mels=n_mels)
 
 
 class LongAudioError(ValueError):
@@ -160,7 +168,7 @@ def _padded(piece: torch.Tensor, length: int) -> torch.Tensor:
 
 
 def stream_audio_tokens(audio: AudioSource, tower: DualAudioTower, projector: DualMLPSpeechProjector, *,
-                        mel_cfg: MelConfig = WHISPER_128, batch_windows: int = 1,
+                        mel_cfg: MelConfig | None = None, batch_windows: int = 1,
                         trim_padding: bool = False) -> Iterator[tuple[torch.Tensor, list[int], list[int]]]:
     """Encode ``audio`` window batch by window batch.
 
@@ -171,6 +179,7 @@ def stream_audio_tokens(audio: AudioSource, tower: DualAudioTower, projector: Du
     """
     if batch_windows < 1:
         raise LongAudioError(f"batch_windows must be >= 1, got {batch_windows}")
+    mel_cfg = mel_cfg or tower_mel(tower)
     geo = WindowGeometry.of(tower, projector, mel_cfg)
     batch: list[tuple[torch.Tensor, int]] = []
     for window in iter_windows(audio, geo.window_samples):
@@ -200,14 +209,14 @@ def _encode_batch(batch, tower, projector, mel_cfg, geo, trim_padding):
 
 
 def encode_long_audio(audio: AudioSource, tower: DualAudioTower, projector: DualMLPSpeechProjector, *,
-                      mel_cfg: MelConfig = WHISPER_128, batch_windows: int = 1, trim_padding: bool = False,
+                      mel_cfg: MelConfig | None = None, batch_windows: int = 1, trim_padding: bool = False,
                       n_samples: int | None = None) -> AudioTokens:
     """Audio tokens for a waveform of any length (two hours go through in one call, untruncated).
 
     Args:
         audio: 16 kHz mono samples, a 1-D tensor/array or an iterable of 1-D chunks.
         tower: the dual encoder; projector: the dual projector (its ``speech_norm`` applies the L2 norm).
-        mel_cfg: the encoders' front end (``WHISPER_128``).
+        mel_cfg: the encoders' front end (default :func:`tower_mel`: Whisper's, with the towers' mel bins).
         batch_windows: windows encoded together; memory grows with it, not with the audio length.
         trim_padding: drop the last window's tokens that lie wholly inside its zero padding.
         n_samples: the length of an iterable source when known (e.g. from a file header), so the output can be
@@ -216,6 +225,7 @@ def encode_long_audio(audio: AudioSource, tower: DualAudioTower, projector: Dual
     Returns:
         ``AudioTokens`` with (n_tokens, llm_width) embeddings, e.g. 120 · (750 // k) tokens per hour.
     """
+    mel_cfg = mel_cfg or tower_mel(tower)
     if isinstance(audio, (torch.Tensor, np.ndarray)):
         n_samples = len(audio) if torch.as_tensor(audio).dim() == 1 else None  # a bad shape raises below
     stream = stream_audio_tokens(audio, tower, projector, mel_cfg=mel_cfg, batch_windows=batch_windows,

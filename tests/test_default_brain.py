@@ -1,0 +1,146 @@
+"""The default brain's assembly (fast: a tiny stand-in LLM and random 80-bin towers of the real widths).
+
+The real parts (Qwen2.5-Coder GGUF, Whisper base and tiny.en) are exercised in ``test_default_brain_real.py``
+(slow). Here: the config the brain declares, the directory layout the official loaders read (index over the
+linked LLM + the projector file), the towers' geometry, no vision, and the projector checksums.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from mgm_omni.checkpoint import save_state_dict
+from mgm_omni.config import OmniConfig
+from mgm_omni.generation.mllm.long_audio import tower_mel
+from mgm_omni.generation.mllm.runner import MLLM, TextDecodeConfig
+from mgm_omni.generation.sampling import SamplingConfig
+from mgm_omni.hub.default_brain import (
+    ASSETS,
+    AUX_DIR,
+    MAIN_DIR,
+    PROJECTOR_FILE,
+    BrainAssetError,
+    brain_fields,
+    shipped_projector,
+    write_brain_dir,
+)
+from mgm_omni.hub.tiny_brain import _write_tokenizer
+from mgm_omni.models.audio_encoder import AudioEncoder, AudioEncoderConfig
+from mgm_omni.models.omni_lm import OmniInputError
+from mgm_omni.models.projector import DualMLPSpeechProjector, SpeechProjectorConfig
+from mgm_omni.models.qwen import CausalLM
+
+QWEN05B = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "vocab_size": 151936,
+           "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14,
+           "num_key_value_heads": 2, "rope_theta": 1e6, "rms_norm_eps": 1e-6, "max_position_embeddings": 32768,
+           "tie_word_embeddings": False, "hidden_act": "silu", "torch_dtype": "bfloat16",
+           "bos_token_id": 151643, "eos_token_id": 151645, "gguf_name": "Qwen2.5 Coder 0.5B Instruct AWQ"}
+
+
+def test_declared_config_is_the_small_dual_tower_brain():
+    cfg = OmniConfig.from_dict(brain_fields(QWEN05B))
+    assert (cfg.family, cfg.hidden_size, cfg.num_hidden_layers, cfg.brain_tokenizer) == ("qwen2", 896, 24, "llm")
+    assert cfg.mm_vision_tower is None and cfg.mrope_section is None
+    assert cfg.mm_speech_tower == f"Dual-{MAIN_DIR}" and cfg.speech_tower_aux == AUX_DIR
+    proj = SpeechProjectorConfig.from_omni(cfg)
+    assert (proj.main_dim, proj.aux_dim, proj.out_dim, proj.ds_rate, proj.mlp_dim) == (512, 384, 896, 5, 2048)
+    assert proj.tokens_for(750) == 150  # 5 tokens per second of audio, as the official k = 5
+
+
+@pytest.fixture(scope="module")
+def tiny_brain(tmp_path_factory):
+    """A brain directory around a 1-layer, width-64 Qwen2 stand-in; random towers of the real widths."""
+    tmp = tmp_path_factory.mktemp("brain")
+    torch.manual_seed(0)
+    llm_cfg = {**QWEN05B, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1,
+               "num_attention_heads": 4, "num_key_value_heads": 2}
+    llm_dir = tmp / "llm-converted"
+    llm_dir.mkdir()
+    (llm_dir / "config.json").write_text(json.dumps(llm_cfg))
+    (llm_dir / "generation_config.json").write_text(json.dumps({"bos_token_id": 151643, "eos_token_id": 151645}))
+    _write_tokenizer(llm_dir)
+    from mgm_omni.config.brain import load_llm_config
+
+    save_state_dict({k: v.to(torch.bfloat16) for k, v in CausalLM(load_llm_config(llm_dir)).state_dict().items()},
+                    llm_dir)
+    root = tmp / "brain"
+    encoders = {}
+    for name, kind, width, heads in ((MAIN_DIR, "qwen2_audio_encoder", 512, 8), (AUX_DIR, "whisper", 384, 6)):
+        cfg = AudioEncoderConfig(model_type=kind, d_model=width, encoder_layers=1, encoder_attention_heads=heads,
+                                 encoder_ffn_dim=64, num_mel_bins=80, max_source_positions=1500)
+        (root / name).mkdir(parents=True)
+        cfg.save(root / name / "config.json")
+        save_state_dict(AudioEncoder(cfg).state_dict(), root / name)
+        encoders[name] = root / name
+    proj = DualMLPSpeechProjector(SpeechProjectorConfig(main_dim=512, aux_dim=384, out_dim=64))
+    proj_state = {f"model.mm_speech_projector.{k}": v.to(torch.bfloat16).contiguous()
+                  for k, v in proj.state_dict().items()}
+    save_file(proj_state, str(tmp / PROJECTOR_FILE))
+    write_brain_dir(root, llm_dir, tmp / PROJECTOR_FILE, encoders)
+    return root, proj_state
+
+
+def test_directory_loads_through_the_official_loaders(tiny_brain):
+    root, proj_state = tiny_brain
+    assert (root / "llm").is_symlink()  # the 1.3 GB LLM is linked, not copied
+    index = json.loads((root / "model.safetensors.index.json").read_text())["weight_map"]
+    assert index["lm_head.weight"] == "llm/model.safetensors" and index["model.norm.weight"] == "llm/model.safetensors"
+    assert {k for k, s in index.items() if s == PROJECTOR_FILE} == set(proj_state)
+    mllm = MLLM.from_pretrained(root)  # towers ("audio", "vision") asked for: vision is simply absent
+    backbone = mllm.model.model
+    assert backbone.vision_tower is None and mllm.model.cfg.family == "qwen2"
+    assert mllm.stop_ids == (151645, 151643)
+    for k, v in proj_state.items():
+        assert torch.equal(mllm.model.state_dict()[k].to(torch.bfloat16), v)
+    tower = backbone.speech_tower
+    assert tower_mel(tower).n_mels == 80
+    assert (tower.main_cfg.output_positions, tower.aux_cfg.output_positions) == (750, 1500)
+    wave = 0.1 * torch.sin(2 * math.pi * 220 * torch.arange(16000 * 35) / 16000)
+    audio = mllm.encode_audio(wave)
+    assert audio.embeddings.shape == (2 * 150, 64)  # 35 s: two 30 s windows of 150 tokens
+    greedy = TextDecodeConfig(SamplingConfig(temperature=0.0), max_new_tokens=4)
+    prompt = mllm.prompt([("user", "<speech>\nPlease transcribe the audio.")], [audio])
+    assert mllm.generate(prompt, greedy) == mllm.generate(prompt, greedy)
+    with pytest.raises(OmniInputError, match="no vision tower"):
+        mllm.encode_visual(None)
+
+
+def test_projector_file_must_hold_only_projector_tensors(tiny_brain, tmp_path):
+    root, proj_state = tiny_brain
+    bad = tmp_path / PROJECTOR_FILE
+    save_file({**proj_state, "model.norm.weight": torch.ones(64)}, str(bad))
+    encoders = {MAIN_DIR: root / MAIN_DIR, AUX_DIR: root / AUX_DIR}
+    with pytest.raises(BrainAssetError, match="unexpected tensors"):
+        write_brain_dir(tmp_path / "b", (root / "llm").resolve(), bad, encoders)
+
+
+def test_missing_or_altered_projector_is_refused(tmp_path):
+    with pytest.raises(BrainAssetError, match="no trained projector"):
+        shipped_projector(tmp_path)
+    save_file({"model.mm_speech_projector.linear2.bias": torch.zeros(4)}, str(tmp_path / PROJECTOR_FILE))
+    (tmp_path / "brain.json").write_text(json.dumps({"sha256": "0" * 64}))
+    with pytest.raises(BrainAssetError, match="damaged"):
+        shipped_projector(tmp_path)
+
+
+@pytest.mark.skipif(not (ASSETS / "brain.json").is_file(), reason="no trained projector ships yet")
+def test_shipped_projector_passes_its_checksum_and_fits_the_brain(tmp_path):
+    from mgm_omni.checkpoint import load_into, load_state_dict
+
+    weights, card = shipped_projector()
+    assert weights.stat().st_size <= 30 * 2**20
+    proj = DualMLPSpeechProjector(SpeechProjectorConfig.from_omni(OmniConfig.from_dict(brain_fields(QWEN05B))))
+    load_into(proj, load_state_dict(weights, strip_prefix="model.mm_speech_projector."))
+    altered = tmp_path / "assets"
+    shutil.copytree(ASSETS, altered)
+    data = bytearray((altered / PROJECTOR_FILE).read_bytes())
+    data[-1] ^= 1
+    (altered / PROJECTOR_FILE).write_bytes(bytes(data))
+    with pytest.raises(BrainAssetError, match="damaged"):
+        shipped_projector(altered)
