@@ -68,6 +68,7 @@ def flow_matching_loss(
     generator: torch.Generator | None = None,
     t: torch.Tensor | None = None,
     noise: torch.Tensor | None = None,
+    input_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean squared velocity error over the valid frames and mel bins (a scalar with gradients).
 
@@ -80,6 +81,8 @@ def flow_matching_loss(
         attn_mask: (T, T) bool attention mask of the estimator (True = may attend), or None (full).
         generator: draws t, the noise and the guidance dropout (reproducible losses).
         t, noise: (B,) times and (B, M, T) noise to use instead of drawing them (tests, evaluation).
+        input_mask: (B, 1, T) or (B, T), 1 on the frames whose mu and cond the network sees (default:
+            ``loss_mask``); give the valid frames when the loss leaves some out, e.g. a prompt-mel prefix.
     """
     cfg = config or FlowLossConfig()
     if x1.dim() != 3 or mu.shape != x1.shape or cond.shape != x1.shape:
@@ -107,5 +110,8 @@ def flow_matching_loss(
     if cfg.cfg_rate > 0:
         keep = (torch.rand(b, generator=generator, device=x1.device) >= cfg.cfg_rate).to(x1.dtype)  # (B,)
         mu, spks, cond = mu * keep.view(b, 1, 1), spks * keep.view(b, 1), cond * keep.view(b, 1, 1)
-    pred = estimator(y, mu * mask, t, spks, cond * mask, attn_mask)  # (B, M, T)
+    seen = mask if input_mask is None else input_mask.reshape(b, 1, -1).to(x1.dtype)
+    if seen.shape[-1] != frames:
+        raise FlowLossError(f"input_mask must cover the {frames} frames, got {tuple(input_mask.shape)}")
+    pred = estimator(y, mu * seen, t, spks, cond * seen, attn_mask)  # (B, M, T)
     return ((pred - target) * mask).square().sum() / (valid * m)
