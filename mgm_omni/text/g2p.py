@@ -28,7 +28,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .errors import TextError
-from .normalize import LANGS, PUNCTUATION, normalize
+from .normalize import LANGS, PAUSE, PUNCTUATION, normalize
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ class G2P:
 
     @property
     def info(self) -> dict:
-        """The config and the phonemiser versions (saved with a tokenizer, checked when it loads)."""
+        """The config and the phonemiser versions (saved with a tokenizer as a record)."""
         return {
             **asdict(self.config),
             "espeak_ng": self._espeak.version,
@@ -200,8 +200,12 @@ class G2P:
         units: list[Word | str] = []
         for item in normalize(text, self.config.default_lang):
             if isinstance(item, str):
-                if units:  # a mark after a span that gave no phonemes has nothing to mark
+                if not units:  # nothing spoken yet: nothing to mark
+                    continue
+                if not isinstance(units[-1], str):
                     units.append(item)
+                elif units[-1] == PAUSE:  # the span between two marks gave no phonemes: keep the stronger
+                    units[-1] = item
             elif item.lang == "en":
                 units.extend(self.english(item.text))
             else:
