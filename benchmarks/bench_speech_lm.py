@@ -25,8 +25,13 @@ see the same machine load.
 weights in the model dtype), ``native-int8`` (int8 weights), or ``torch`` (PyTorch ops, oneDNN-packed bf16
 weights unless ``--no-pack``). Several may be given; each is timed in the same process.
 
+``--choose`` runs the per-machine step choice (``generation/speech/step_choice.py``, no cache): every
+candidate step (native on each instruction set this CPU has, oneDNN-packed torch, plain torch) timed
+interleaved on the model's shapes, its logit error against plain torch, the one chosen, and (0.6b)
+the chosen step against the memory-bandwidth bound. ``--quantize int8`` chooses among int8 steps.
+
 Usage: ``.venv/bin/python benchmarks/bench_speech_lm.py [--threads 1 2] [--sizes tiny 0.6b] [--rows 60]
-[--step native native-int8 torch] [--attention sdpa manual] [--proxy] [--no-pack]``
+[--step native native-int8 torch] [--attention sdpa manual] [--proxy] [--no-pack] [--choose [--quantize int8]]``
 """
 
 from __future__ import annotations
@@ -284,6 +289,43 @@ def build_natives(models: dict[int, SpeechLM], step: str) -> dict[int, object] |
     return {k: NativeStep(m, "int8" if step == "native-int8" else None) for k, m in models.items()}
 
 
+def cpu_name() -> str:
+    model, flags = "unknown CPU", ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model == "unknown CPU":
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags") and not flags:
+                have = set(line.split(":", 1)[1].split())
+                flags = " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
+                                 if f in have)
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores, {flags}"
+
+
+def choose(sizes: list[str], threads_list: list[int], quantize: str | None) -> None:
+    """Time every candidate decode step as the step choice does; print them, the choice and the bound."""
+    from mgm_omni.generation.speech.step_choice import choose_step
+
+    print(f"CPU: {cpu_name()}")
+    for size in sizes:
+        dtype = DTYPES[size]
+        model = build_pair(size, dtype)[4]
+        for threads in threads_list:
+            c = choose_step(model, quantize=quantize, threads=threads, use_cache=False, steps=8 if size == "tiny" else 4)
+            print(f"\n== {size} ({dtype}{', int8' if quantize else ''}) threads={threads}: candidates")
+            for name, ms in sorted(c.timings_ms.items(), key=lambda kv: kv[1]):
+                print(f"  {name:22s} {ms:8.2f} ms/step  rel. error vs torch {c.errors[name]:.1e}"
+                      f"{'   <- chosen' if name == c.name else ''}")
+            if size == "0.6b":
+                need = bytes_per_step(model, 64, 1 if quantize == "int8" else None)
+                bw = read_bandwidth()
+                bound = need / 1e9 / bw * 1e3
+                print(f"  a step reads {need / 1e9:.2f} GB; read bandwidth {bw:.1f} GB/s -> bound {bound:.1f} ms; "
+                      f"chosen {c.name} = {c.timings_ms[c.name] / bound:.2f}x the bound")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, nargs="+", default=[2])
@@ -295,7 +337,12 @@ def main() -> None:
     ap.add_argument("--proxy", action="store_true",
                     help="also time an official-equivalent step built from transformers (same process)")
     ap.add_argument("--no-pack", action="store_true", help="bf16: plain F.linear instead of packed oneDNN weights")
+    ap.add_argument("--choose", action="store_true", help="run the per-machine step choice and print every candidate")
+    ap.add_argument("--quantize", choices=["int8"], default=None, help="with --choose: among int8 steps")
     args = ap.parse_args()
+    if args.choose:
+        choose(args.sizes, args.threads, args.quantize)
+        return
     original_f = layers.F
     for size in args.sizes:
         dtype = DTYPES[size]

@@ -75,20 +75,34 @@ class CausalConditionalCFM(nn.Module):
             t = 1 - torch.cos(t * 0.5 * torch.pi)
         return t
 
+    def noise_at(self, start: int, frames: int) -> torch.Tensor:
+        """Fixed-noise columns of the absolute frames ``start .. start+frames-1``: (1, 80, frames).
+
+        Frame t uses column t; past the buffer (``noise_frames``) the columns wrap around, so a stream
+        of any length has noise (inside the buffer this is exactly the one-call slice)."""
+        n = self.rand_noise.shape[2]
+        if start + frames <= n:
+            return self.rand_noise[:, :, start : start + frames]
+        cols = torch.arange(start, start + frames, device=self.rand_noise.device) % n
+        return self.rand_noise.index_select(2, cols)
+
     def forward(
-        self, mu: torch.Tensor, spks: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor | None
+        self, mu: torch.Tensor, spks: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor | None,
+        noise: torch.Tensor | None = None, contexts: list | None = None,
     ) -> torch.Tensor:
         """Integrate from the fixed noise to the mel.
 
         Args:
             mu, cond: (B, 80, T) encoder output and prompt-mel condition; spks: (B, 80).
             mask: (T, T) bool attention mask for the estimator, or None.
+            noise: (1, 80, T) starting noise (default: the first T columns of the fixed noise).
+            contexts: cached streaming, one estimator context per ODE step (see ``flow_estimator``).
 
         Returns:
             (B, 80, T) mel of the whole sequence (prompt frames included).
         """
         b, _, frames = mu.shape
-        x = self.rand_noise[:, :, :frames].to(mu).expand(b, -1, -1)
+        x = (self.rand_noise[:, :, :frames] if noise is None else noise).to(mu).expand(b, -1, -1)
         t_span = self.time_span(mu.device, mu.dtype)
         guided = self.cfg_rate > 0
         if guided:  # row block 2: the unconditional branch sees mu = spks = cond = 0
@@ -96,7 +110,8 @@ class CausalConditionalCFM(nn.Module):
         t, dt = t_span[:1], t_span[1] - t_span[0]
         for step in range(1, len(t_span)):
             x_in = torch.cat([x, x]) if guided else x
-            v = self.estimator(x_in, mu, t.expand(x_in.shape[0]), spks, cond, mask)
+            ctx = None if contexts is None else contexts[step - 1]
+            v = self.estimator(x_in, mu, t.expand(x_in.shape[0]), spks, cond, mask, ctx)
             if guided:
                 v_cond, v_uncond = v.chunk(2)
                 v = (1.0 + self.cfg_rate) * v_cond - self.cfg_rate * v_uncond

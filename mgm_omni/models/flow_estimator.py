@@ -6,6 +6,10 @@ transformer blocks (LayerNorm, multi-head attention, GELU feed-forward). Input c
 reproduce the official keys (``down_blocks.0.1.2.attn1.to_q``, ``mid_blocks.5.0.block1.block.0``,
 ``final_proj`` ...). Inputs are unpadded: at inference the official padding mask is all ones,
 so only the attention mask (chunk-causal in streaming calls) is taken.
+
+Cached streaming passes a ``ctx`` instead of a mask (one per ODE step, held by the generation code;
+see :mod:`mgm_omni.models.conformer`): every causal conv takes its left frames from it and every
+attention layer its earlier keys/values, so a call computes only the frames of its new chunks.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mgm_omni.models.conformer import segment_attention
 from mgm_omni.models.flow_config import FlowEstimatorConfig
 
 
@@ -33,8 +38,9 @@ class CausalConv1d(nn.Conv1d):
     def __init__(self, channels_in: int, channels_out: int, kernel_size: int) -> None:
         super().__init__(channels_in, channels_out, kernel_size)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(F.pad(x, (self.kernel_size[0] - 1, 0)))
+    def forward(self, x: torch.Tensor, ctx=None) -> torch.Tensor:
+        pad = self.kernel_size[0] - 1
+        return super().forward(F.pad(x, (pad, 0)) if ctx is None else ctx.conv_input(x, pad))
 
 
 class _SwapTimeChannels(nn.Module):
@@ -57,8 +63,12 @@ class CausalBlock1D(nn.Module):
             nn.Mish(),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.block(x)
+    def forward(self, x: torch.Tensor, ctx=None) -> torch.Tensor:
+        conv, *rest = self.block
+        x = conv(x, ctx)
+        for layer in rest:
+            x = layer(x)
+        return x
 
 
 class CausalResnetBlock1D(nn.Module):
@@ -71,10 +81,10 @@ class CausalResnetBlock1D(nn.Module):
         self.block2 = CausalBlock1D(dim_out, dim_out)
         self.res_conv = nn.Conv1d(dim, dim_out, 1)
 
-    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, temb: torch.Tensor, ctx=None) -> torch.Tensor:
         """x: (B, C_in, T); temb: (B, time_dim) -> (B, C_out, T)."""
-        h = self.block1(x) + self.mlp(temb).unsqueeze(-1)
-        return self.block2(h) + self.res_conv(x)
+        h = self.block1(x, ctx) + self.mlp(temb).unsqueeze(-1)
+        return self.block2(h, ctx) + self.res_conv(x)
 
 
 class Attention(nn.Module):
@@ -89,14 +99,20 @@ class Attention(nn.Module):
         self.to_v = nn.Linear(dim, inner, bias=False)
         self.to_out = nn.ModuleList([nn.Linear(inner, dim)])
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """x: (B, T, C); mask: (T, T) bool, True = may attend, or None."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, ctx=None) -> torch.Tensor:
+        """x: (B, T, C); mask: (T, T) bool, True = may attend, or None; ctx: cached streaming."""
         b, t, _ = x.shape
 
         def heads(proj: nn.Linear) -> torch.Tensor:
             return proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, d)
 
-        out = prefix_attention(heads(self.to_q), heads(self.to_k), heads(self.to_v), mask)
+        q, k, v = heads(self.to_q), heads(self.to_k), heads(self.to_v)
+        if ctx is None:
+            out = prefix_attention(q, k, v, mask)
+        else:
+            scale = 1.0 / math.sqrt(self.head_dim)
+            out = ctx.attend(q, k, v, lambda rows, segments, q_pos, key_pos:
+                             segment_attention(q[:, :, rows], segments, scale))
         return self.to_out[0](out.transpose(1, 2).reshape(b, t, -1))
 
 
@@ -153,8 +169,8 @@ class TransformerBlock(nn.Module):
         self.norm3 = nn.LayerNorm(dim)
         self.ff = FeedForward(dim)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        x = x + self.attn1(self.norm1(x), mask)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, ctx=None) -> torch.Tensor:
+        x = x + self.attn1(self.norm1(x), mask, ctx)
         return x + self.ff(self.norm3(x))
 
 
@@ -206,6 +222,7 @@ class CausalConditionalDecoder(nn.Module):
         spks: torch.Tensor,
         cond: torch.Tensor,
         mask: torch.Tensor | None = None,
+        ctx=None,
     ) -> torch.Tensor:
         """Predict the velocity.
 
@@ -213,6 +230,8 @@ class CausalConditionalDecoder(nn.Module):
             x, mu, cond: (B, 80, T) current sample, encoder output, prompt-mel condition.
             t: (B,) flow time; spks: (B, 80) projected speaker embedding.
             mask: (T, T) bool attention mask (True = may attend), or None for full attention.
+            ctx: cached streaming context of this ODE step (then ``mask`` is unused and the T frames
+                follow those of the previous call).
 
         Returns:
             (B, 80, T) velocity.
@@ -221,20 +240,20 @@ class CausalConditionalDecoder(nn.Module):
         h = torch.cat([x, mu, spks.unsqueeze(-1).expand(-1, -1, x.shape[-1]), cond], dim=1)  # (B, 320, T)
         skips = []
         for resnet, blocks, conv in self.down_blocks:
-            h = self._transformers(blocks, resnet(h, temb), mask)
+            h = self._transformers(blocks, resnet(h, temb, ctx), mask, ctx)
             skips.append(h)
-            h = conv(h)
+            h = conv(h, ctx)
         for resnet, blocks in self.mid_blocks:
-            h = self._transformers(blocks, resnet(h, temb), mask)
+            h = self._transformers(blocks, resnet(h, temb, ctx), mask, ctx)
         for resnet, blocks, conv in self.up_blocks:
             skip = skips.pop()
             h = torch.cat([h[:, :, : skip.shape[-1]], skip], dim=1)
-            h = conv(self._transformers(blocks, resnet(h, temb), mask))
-        return self.final_proj(self.final_block(h))
+            h = conv(self._transformers(blocks, resnet(h, temb, ctx), mask, ctx), ctx)
+        return self.final_proj(self.final_block(h, ctx))
 
     @staticmethod
-    def _transformers(blocks: nn.ModuleList, h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def _transformers(blocks: nn.ModuleList, h: torch.Tensor, mask: torch.Tensor | None, ctx=None) -> torch.Tensor:
         h = h.transpose(1, 2)  # (B, T, C)
         for block in blocks:
-            h = block(h, mask)
+            h = block(h, mask, ctx)
         return h.transpose(1, 2).contiguous()

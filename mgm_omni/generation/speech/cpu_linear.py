@@ -92,3 +92,27 @@ def quantize_int8(module: nn.Module) -> int:
     before = sum(type(m) is nn.Linear for m in module.modules())
     quantize_dynamic(module, {nn.Linear: per_channel_dynamic_qconfig}, inplace=True)
     return before - sum(type(m) is nn.Linear for m in module.modules())
+
+
+class LinearSwap:
+    """Packed copies of a module's ``nn.Linear`` layers that can be put in and taken out again, so the
+    packed and the plain step of one model can be timed against each other (``step_choice``)."""
+
+    def __init__(self, module: nn.Module, skip: tuple[str, ...] = ()) -> None:
+        self.slots: list[tuple[nn.Module, str, nn.Linear, PackedLinear]] = []
+        for name, child in list(module.named_modules()):
+            for attr, sub in list(child.named_children()):
+                full = f"{name}.{attr}" if name else attr
+                if type(sub) is nn.Linear and not full.startswith(skip) and packing_available(sub.weight):
+                    self.slots.append((child, attr, sub, PackedLinear(sub)))
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+    def packed(self) -> None:
+        for parent, attr, _, packed in self.slots:
+            setattr(parent, attr, packed)
+
+    def plain(self) -> None:
+        for parent, attr, plain, _ in self.slots:
+            setattr(parent, attr, plain)

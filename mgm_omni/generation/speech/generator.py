@@ -34,6 +34,7 @@ from mgm_omni.generation.speech.cpu_linear import pack_linears, packing_availabl
 from mgm_omni.generation.speech.native_build import NativeUnavailable
 from mgm_omni.generation.speech.native_build import available as native_available
 from mgm_omni.generation.speech.native_step import NativeStep
+from mgm_omni.generation.speech.step_choice import step_for_cpu
 from mgm_omni.generation.sampling import SamplingConfig
 from mgm_omni.generation.speech.layout import ChunkRules, RowLayout
 from mgm_omni.generation.speech.prompt import PromptRows, SpecialIds, tts_prompt_rows
@@ -115,7 +116,10 @@ class SpeechGenerator:
         self.rules = ChunkRules.for_mouth(self.mouth)
         self.decode_model = decode_model or model
         weight = model.lm_head.weight
-        self.native = native_step_for(model, native)
+        if native is None and pack is None and weight.device.type == "cpu":  # the fastest exact step here
+            self.native, pack = step_for_cpu(model)  # (step_choice: measured once per CPU and shape; -v logs it)
+        else:
+            self.native = native_step_for(model, native)
         if pack is None:
             pack = self.native is None and packing_available(weight) and weight.dtype == torch.bfloat16
         self.packed = pack

@@ -2,8 +2,8 @@
 
 The C source ships with the package and is compiled on the user's machine with the system C compiler
 (``cc``/``gcc``, ``-O3 -march=native -fopenmp``) into the cache directory, keyed by a hash of the
-source, the compiler flags and the CPU's feature flags, so a shared cache never hands one CPU's build
-to another. No compiler, a failed build or ``MGM_OMNI_NATIVE=0`` make :func:`load_library` raise
+sources (``decode_step.c`` and the headers it includes), the compiler flags and the CPU's feature
+flags, so a shared cache never hands one CPU's build to another. No compiler, a failed build or ``MGM_OMNI_NATIVE=0`` make :func:`load_library` raise
 :class:`NativeUnavailable`; callers fall back to the PyTorch step.
 """
 
@@ -25,6 +25,7 @@ import torch
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("csrc") / "decode_step.c"
+HEADERS = ("vec_dot.h", "amx_matvec.h")  # included by decode_step.c from its own folder
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
 
 
@@ -71,14 +72,15 @@ def load_library() -> ctypes.CDLL:
     cc = _compiler()
     if cc is None:
         raise NativeUnavailable("no C compiler (cc/gcc/clang) on PATH; install one (e.g. apt-get install gcc)")
-    source = SOURCE.read_bytes()
+    source = SOURCE.read_bytes() + b"".join(
+        (SOURCE.parent / h).read_bytes() for h in HEADERS if (SOURCE.parent / h).is_file())
     key = hashlib.sha256(source + " ".join(FLAGS).encode() + _cpu_signature().encode() + cc.encode()).hexdigest()[:16]
     target = cache_dir() / f"decode_step-{key}.so"
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
             out = Path(tmp) / target.name
-            cmd = [cc, *FLAGS, str(SOURCE), "-o", str(out), "-lm"]
+            cmd = [cc, *FLAGS, f"-I{SOURCE.parent}", str(SOURCE), "-o", str(out), "-lm"]
             try:
                 done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
             except (OSError, subprocess.TimeoutExpired) as exc:

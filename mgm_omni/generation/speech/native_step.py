@@ -8,6 +8,10 @@ q/k/v and gate/up matrices, float32 norms), in one of three weight formats:
 - ``"int8"``: int8 weights with a float32 scale per output row, activations quantised per vector
   (the speed mode: half the bytes of bf16).
 
+and on one instruction set (``isa``): ``"auto"`` (the widest this CPU has), ``"avx512"``, ``"avx2"``,
+``"generic"`` (plain C) or ``"amx"`` (bf16 weights on AMX tiles, Intel Sapphire Rapids and later).
+:func:`supported_isas` lists those that run here; ``step_choice`` times them against each other.
+
 It then runs a whole step (embedding mean, backbone, adapter, speech head) with no PyTorch op per
 layer, writing into the runner's own :class:`~mgm_omni.generation.kv_cache.KVCache` storage, so the
 PyTorch prefill and the native steps share one cache. The copy costs one more set of the linear
@@ -27,7 +31,9 @@ from mgm_omni.models.qwen import Decoder
 from mgm_omni.models.speech_lm import SpeechLM
 
 WEIGHT_FORMATS = ("fp32", "bf16", "int8")
+ISAS = ("auto", "generic", "avx2", "avx512", "amx")
 _TYPE = {"fp32": 0, "bf16": 1, "int8": 2}
+_ISA = {name: i for i, name in enumerate(ISAS)}
 _c64, _ptr = ctypes.c_int64, ctypes.c_void_p
 
 
@@ -43,17 +49,26 @@ class _Layer(ctypes.Structure):
 class _Stack(ctypes.Structure):
     _fields_ = [("n_layers", _c64), ("hidden", _c64), ("n_heads", _c64), ("n_kv", _c64), ("head_dim", _c64),
                 ("inter", _c64), ("capacity", _c64), ("kv_type", _c64), ("quantized", _c64),
-                ("eps", ctypes.c_double), ("inv_freq", _ptr), ("final_norm", _ptr), ("layers", ctypes.POINTER(_Layer))]
+                ("eps", ctypes.c_double), ("inv_freq", _ptr), ("final_norm", _ptr), ("layers", ctypes.POINTER(_Layer)),
+                ("isa", _c64)]
 
 
 def _signatures(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.mgm_work_floats.argtypes = [ctypes.POINTER(_Stack), _c64]
     lib.mgm_work_floats.restype = _c64
-    lib.mgm_stack_step.argtypes = [ctypes.POINTER(_Stack), _c64, _ptr, _ptr, _ptr, _c64]
+    lib.mgm_stack_step.argtypes = [ctypes.POINTER(_Stack), _c64, _ptr, _ptr, _ptr, _ptr, _c64]
     lib.mgm_stack_step.restype = ctypes.c_int
-    lib.mgm_matvec.argtypes = [ctypes.POINTER(_Mat), _c64, _ptr, _ptr, _ptr, _ptr, _c64]
+    lib.mgm_matvec.argtypes = [ctypes.POINTER(_Mat), _c64, _ptr, _ptr, _ptr, _ptr, _c64, _c64]
     lib.mgm_matvec.restype = None
+    lib.mgm_isa_supported.argtypes = [_c64]
+    lib.mgm_isa_supported.restype = ctypes.c_int
     return lib
+
+
+def supported_isas() -> list[str]:
+    """The instruction sets the native step can use on this CPU (``auto`` excluded)."""
+    lib = _signatures(load_library())
+    return [name for name in ISAS[1:] if lib.mgm_isa_supported(_ISA[name])]
 
 
 def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -99,7 +114,7 @@ def _cat(*tensors: torch.Tensor | None) -> torch.Tensor | None:
 class _NativeStack:
     """One decoder stack in C layout, bound to a KV cache before each step."""
 
-    def __init__(self, lib: ctypes.CDLL, stack: Decoder, weights: _Weights, final_norm: bool) -> None:
+    def __init__(self, lib: ctypes.CDLL, stack: Decoder, weights: _Weights, final_norm: bool, isa: int) -> None:
         cfg = stack.cfg
         self.lib = lib
         self.layers = (_Layer * cfg.num_hidden_layers)()
@@ -120,7 +135,7 @@ class _NativeStack:
                         quantized=int(weights.fmt == "int8"), eps=cfg.rms_norm_eps,
                         inv_freq=weights.vec(stack.inv_freq),
                         final_norm=weights.vec(stack.norm.weight) if final_norm and stack.norm is not None else None,
-                        layers=self.layers)
+                        layers=self.layers, isa=isa)
         self._bound: tuple | None = None
         self.work = torch.empty(0)
 
@@ -141,13 +156,14 @@ class _NativeStack:
         self.work = torch.empty(int(self.lib.mgm_work_floats(ctypes.byref(self.c), batch)))
         self._bound = key
 
-    def step(self, h: torch.Tensor, positions: torch.Tensor, cache: KVCache, threads: int) -> None:
+    def step(self, h: torch.Tensor, positions: torch.Tensor, rope_positions: torch.Tensor, cache: KVCache,
+             threads: int) -> None:
         b = h.shape[0]
         if any(not t.is_contiguous() for t in (cache.k[0], cache.v[0])):
             raise ValueError("native step needs contiguous KV cache storage")
         self.bind(cache, b)
-        rc = self.lib.mgm_stack_step(ctypes.byref(self.c), b, positions.data_ptr(), h.data_ptr(),
-                                     self.work.data_ptr(), threads)
+        rc = self.lib.mgm_stack_step(ctypes.byref(self.c), b, positions.data_ptr(), rope_positions.data_ptr(),
+                                     h.data_ptr(), self.work.data_ptr(), threads)
         if rc != 0:
             raise IndexError(f"native step: a position in {positions.tolist()} is outside the cache")
 
@@ -160,49 +176,68 @@ class NativeStep:
             the model are not seen (build a new step).
         weights: ``"fp32"``, ``"bf16"``, ``"int8"`` or ``None`` (the model's own dtype).
         threads: OpenMP threads; ``None`` = ``torch.get_num_threads()`` at each call.
+        isa: instruction set (see the module docstring); one this CPU lacks raises ``NativeUnavailable``.
 
     Raises:
-        NativeUnavailable: no compiler / build failed / disabled, or the model is not on the CPU.
+        NativeUnavailable: no compiler / build failed / disabled, the model is not on the CPU, or the
+            instruction set is missing.
     """
 
-    def __init__(self, model: SpeechLM, weights: str | None = None, threads: int | None = None) -> None:
+    def __init__(self, model: SpeechLM, weights: str | None = None, threads: int | None = None,
+                 isa: str = "auto") -> None:
         if model.lm_head.weight.device.type != "cpu":
             raise NativeUnavailable("the native step runs on the CPU only")
         if weights is None:
             weights = "bf16" if model.lm_head.weight.dtype == torch.bfloat16 else "fp32"
         if weights not in WEIGHT_FORMATS:
             raise ValueError(f"weights must be one of {WEIGHT_FORMATS}, got {weights!r}")
+        if isa not in ISAS:
+            raise ValueError(f"isa must be one of {ISAS}, got {isa!r}")
         self.lib = _signatures(load_library())
-        self.model, self.weights, self.threads = model, weights, threads
+        if not self.lib.mgm_isa_supported(_ISA[isa]):
+            raise NativeUnavailable(f"this CPU cannot run the {isa} native step")
+        self.model, self.weights, self.threads, self.isa = model, weights, threads, isa
         self._w = _Weights(weights)
-        self.backbone = _NativeStack(self.lib, model.model, self._w, final_norm=True)
-        self.adapter = (_NativeStack(self.lib, model.tts_adapter, self._w, final_norm=False)
+        self.backbone = _NativeStack(self.lib, model.model, self._w, final_norm=True, isa=_ISA[isa])
+        self.adapter = (_NativeStack(self.lib, model.tts_adapter, self._w, final_norm=False, isa=_ISA[isa])
                         if model.tts_adapter is not None else None)
         head_fmt = "fp32" if weights == "fp32" else "bf16"  # the head's logits are sampled from directly
         self.head = self._w.mat(model.speech_head_weight, fmt=head_fmt)
         self._head_scratch = torch.empty(0)
         self.table = model.model.embed_tokens.weight
 
+    @property
+    def name(self) -> str:
+        """E.g. ``native-bf16-avx512``."""
+        return f"native-{self.weights}-{self.isa}"
+
     @torch.inference_mode()
-    def __call__(self, rows: torch.Tensor, positions: Sequence[int], caches: tuple[KVCache, KVCache | None]) -> torch.Tensor:
-        """(B, 1 + k) rows written at ``positions`` -> (B, k, S) float32 speech logits."""
+    def __call__(self, rows: torch.Tensor, positions: Sequence[int], caches: tuple[KVCache, KVCache | None],
+                 rope_positions: Sequence[int] | None = None) -> torch.Tensor:
+        """(B, 1 + k) rows written at cache slots ``positions`` -> (B, k, S) float32 speech logits.
+
+        ``rope_positions``: the rows' positions in the sequence when they differ from their slots (a
+        windowed cache); default ``positions``."""
         model = self.model
         b = rows.shape[0]
         if rows.shape[-1] != model.num_slots + 1:
             raise ValueError(f"rows must have {model.num_slots + 1} columns, got shape {tuple(rows.shape)}")
         threads = self.threads or torch.get_num_threads()
         pos = torch.tensor(list(positions), dtype=torch.int64)
+        rope = pos if rope_positions is None else torch.tensor(list(rope_positions), dtype=torch.int64)
+        if rope.shape != pos.shape:
+            raise ValueError("rope_positions must match positions")
         top = int(pos.max()) + 1
         h = self.table[rows + model.row_offsets].float().sum(dim=1).div_(model.num_slots + 1).contiguous()  # (B, H)
         for native, cache in ((self.backbone, caches[0]), (self.adapter, caches[1])):
             if native is None:
                 continue
             cache.ensure_capacity(top)
-            native.step(h, pos, cache, threads)
+            native.step(h, pos, rope, cache, threads)
             cache.lengths = torch.maximum(cache.lengths, pos + 1)
         logits = torch.empty(b, self.head.n)
         if self._head_scratch.numel() < b:
             self._head_scratch = torch.empty(b)
         self.lib.mgm_matvec(ctypes.byref(self.head), b, h.data_ptr(), logits.data_ptr(), None,
-                            self._head_scratch.data_ptr(), threads)
+                            self._head_scratch.data_ptr(), threads, _ISA[self.isa])
         return logits.view(b, model.num_slots, model.cfg.tokenizer_speech_size)

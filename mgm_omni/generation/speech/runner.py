@@ -9,6 +9,16 @@ Batching: prompts of different lengths are right-padded and prefilled together w
 next row is written at its own length and attention only reaches slots <= the query position, so
 the padding is overwritten before it becomes visible. Equal positions take the int ``cache_pos``
 fast path (no mask); unequal ones use (B, 1) positions and a (B, 1, 1, kv_len) mask.
+
+Long-form policy (``window_rows``): the cache keeps each sequence's **prompt block** (its prefill rows:
+instructions, the reference transcript and speech tokens, which carry the voice) and its **most recent
+W to W + W/4 decoded rows** (W = ``window_rows``); older rows are dropped. Rows keep their RoPE
+positions (the cache slot and the position part ways once rows are dropped), so what a row sees inside
+the window is unchanged. Dropping happens W/4 rows at a time (one copy of W rows per layer, amortised
+over W/4 steps), so memory is bounded by prompt + 1.25 W rows and the cost per step by the same.
+The default W = 4096 rows is 10.9 min of speech (the official omni reply limit, 6.25 rows per second):
+any reply up to that length decodes exactly as with the official unbounded cache; ``None`` keeps
+every row (the official policy; memory grows with the length).
 """
 
 from __future__ import annotations
@@ -21,6 +31,9 @@ from mgm_omni.generation.speech.cpu_linear import pack_weight, packed_linear, pa
 from mgm_omni.generation.kv_cache import KVCache, cache_for
 from mgm_omni.models.layers import rope_cos_sin
 from mgm_omni.models.speech_lm import SpeechLM
+
+
+DEFAULT_WINDOW_ROWS = 4096
 
 
 class CacheBoundError(RuntimeError):
@@ -86,12 +99,18 @@ class SpeechLMRunner:
         head: speech head (``speech_head(model, pack)``); default: ``model.speech_logits``.
         native: a :class:`~mgm_omni.generation.speech.native_step.NativeStep` of ``model`` to run the decode
             steps with (the prefill stays in PyTorch; both write the same caches).
+        window_rows: decoded rows kept besides the prompt block (the long-form policy in the module
+            docstring); ``None`` = all.
     """
 
     def __init__(self, model: SpeechLM, max_rows: int | None = None, initial_rows: int = 512,
-                 head: Head | None = None, native=None) -> None:
+                 head: Head | None = None, native=None, window_rows: int | None = DEFAULT_WINDOW_ROWS) -> None:
         if max_rows is not None and max_rows < 2:
             raise ValueError(f"max_rows must be >= 2, got {max_rows}")
+        if window_rows is not None and window_rows < 4:
+            raise ValueError(f"window_rows must be >= 4 or None, got {window_rows}")
+        self.window_rows = window_rows
+        self.slack = 0 if window_rows is None else max(1, window_rows // 4)  # rows dropped at a time
         self.model = model
         self.head = head or model.speech_logits
         self.native = native
@@ -101,7 +120,9 @@ class SpeechLMRunner:
         # prompt + budget, so doubling cannot overshoot what the request can use.
         self.row_budget: int | None = None
         self.caches: tuple[KVCache, KVCache | None] | None = None
-        self.positions: list[int] = []
+        self.positions: list[int] = []  # each sequence's next RoPE position (rows so far)
+        self.slots: list[int] = []  # where its next row goes in the cache (= position until rows are dropped)
+        self.prompt_rows: list[int] = []
         self._rope: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
@@ -110,7 +131,7 @@ class SpeechLMRunner:
 
     def reset(self) -> None:
         """Drop the batch (caches are freed)."""
-        self.caches, self.positions, self._rope = None, [], None
+        self.caches, self.positions, self.slots, self.prompt_rows, self._rope = None, [], [], [], None
 
     def _rope_table(self, upto: int) -> tuple[torch.Tensor, torch.Tensor]:
         # One cos/sin table for all positions, shared by backbone and adapter, extended by doubling.
@@ -143,13 +164,16 @@ class SpeechLMRunner:
         if self.row_budget is not None:
             budget = t_max + self.row_budget
             limit = budget if limit is None else min(limit, budget)
+        if self.window_rows is not None:  # slots never go past prompt + window + slack
+            bound = t_max + self.window_rows + self.slack
+            limit = bound if limit is None else min(limit, bound)
         capacity = t_max + self.initial_rows if limit is None else min(t_max + self.initial_rows, limit)
         dtype = self.model.lm_head.weight.dtype
         llm = cache_for(cfg, len(prompts), capacity, dtype, self._device, limit)
         adapter = (cache_for(self.model.tts_adapter.cfg, len(prompts), capacity, dtype, self._device, limit)
                    if self.model.tts_adapter is not None else None)
         self.caches = (llm, adapter)
-        self.positions = lengths
+        self.positions, self.slots, self.prompt_rows = list(lengths), list(lengths), list(lengths)
         cos, sin = self._rope_table(t_max)
         rope = (cos[:t_max].expand(len(prompts), t_max, -1), sin[:t_max].expand(len(prompts), t_max, -1))
         last = torch.tensor(lengths, device=self._device) - 1
@@ -169,26 +193,45 @@ class SpeechLMRunner:
         top = max(self.positions)
         if self.max_rows is not None and top >= self.max_rows:
             raise CacheBoundError(f"cache bound max_rows={self.max_rows} reached")
+        if self.window_rows is not None:
+            self._drop_old_rows()
         if self.native is not None:
-            logits = self.native(rows, self.positions, self.caches)
-            self.positions = [p + 1 for p in self.positions]
-            return logits
-        cos, sin = self._rope_table(top + 1)
-        if all(p == top for p in self.positions):
-            cache_pos: int | torch.Tensor = top
-            rope = (cos[top:top + 1].expand(b, 1, -1), sin[top:top + 1].expand(b, 1, -1))
+            logits = self.native(rows, self.slots, self.caches, rope_positions=self.positions)
         else:
-            cache_pos = torch.tensor(self.positions, device=self._device)[:, None]  # (B, 1)
-            rope = (cos[cache_pos], sin[cache_pos])  # (B, 1, D)
-        logits = decode_step(self.model, rows.to(self._device), cache_pos, self.caches, rope, self.head)
+            cos, sin = self._rope_table(top + 1)
+            pos = torch.tensor(self.positions, device=self._device)[:, None]  # (B, 1)
+            rope = (cos[pos], sin[pos])  # (B, 1, D)
+            slot = self.slots[0]
+            cache_pos: int | torch.Tensor = slot
+            if any(s != slot for s in self.slots):
+                cache_pos = torch.tensor(self.slots, device=self._device)[:, None]  # (B, 1)
+            logits = decode_step(self.model, rows.to(self._device), cache_pos, self.caches, rope, self.head)
         self.positions = [p + 1 for p in self.positions]
+        self.slots = [s + 1 for s in self.slots]
         return logits
+
+    @torch.inference_mode()
+    def _drop_old_rows(self) -> None:
+        """Sequences whose window is full keep their prompt block and their last ``window_rows`` rows."""
+        w, drop = self.window_rows, self.slack
+        for i, (slot, prompt) in enumerate(zip(self.slots, self.prompt_rows)):
+            if slot < prompt + w + drop:
+                continue
+            for cache in self.caches:
+                if cache is None:
+                    continue
+                for store in (*cache.k, *cache.v):  # (B, H_kv, capacity, D): rows [p+drop, p+drop+w) -> [p, p+w)
+                    store[i, :, prompt:prompt + w] = store[i, :, prompt + drop:prompt + drop + w].clone()
+                cache.lengths[i] = prompt + w
+            self.slots[i] = slot - drop
 
     def keep(self, index: Sequence[int]) -> None:
         """Keep only the sequences at ``index`` (in that order); finished requests leave the batch."""
         if list(index) == list(range(len(self.positions))):
             return
         self.positions = [self.positions[i] for i in index]
+        self.slots = [self.slots[i] for i in index]
+        self.prompt_rows = [self.prompt_rows[i] for i in index]
         if not index:
             self.reset()
             return

@@ -1,124 +1,35 @@
 """Speech tokens to waveform, streaming and offline, with the CosyVoice2 flow and the HiFT vocoder.
 
-Each render call runs the flow on the reference prompt plus the tokens so far (its chunk-causal
-attention sees all earlier tokens), keeps the mel frames of the new hop, and vocodes them with
+Each render call turns the tokens of one hop into mel frames with the flow, and vocodes them with
 HiFT continuing from the previous call: the last 8 mel frames and their excitation source are
 carried over (continuous sine phase) and the first 3840 samples are cross-faded with the withheld
 tail of the previous call (a Hamming window). These are the official mechanics; what differs:
 
+* the flow is **cached** (default, :mod:`~mgm_omni.generation.wave.flow_stream`): a call computes
+  only its new chunks, attending to the reference prompt plus a bounded window of earlier chunks
+  (``StreamSchedule.left_chunks``), so each audio minute costs the same time and the stream holds
+  a fixed amount of memory however long it runs. Inside the window the mel is exactly the official
+  chunk-causal flow over all tokens; the official re-render of the whole context at every hop (and
+  its re-anchoring past ``context_tokens``) remains available (``cached=False``, ``official=True``);
 * the first hop is small (25-49 tokens, ending on the flow's 25-token chunk grid) so the first
   packet comes after 1-2 s of audio instead of 8+ s; later hops grow to a cap;
-* past ``context_tokens`` the flow context is re-anchored (the oldest vocoded tokens are dropped,
-  keeping a grid-aligned tail as left context) while the HiFT cache is *kept*, so there is no seam;
 * ``flush`` renders every remaining token.
+
+Offline ``render`` of a short input is one full-attention flow call (the official offline
+path); longer inputs go through the same cached stream as streaming does.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from mgm_omni.generation.wave.flow_stream import FlowStream
+from mgm_omni.generation.wave.stream_state import ReferencePrompt, StreamSchedule, StreamState, Token2WavError
 
-class Token2WavError(ValueError):
-    """Tokens or reference prompt unusable for rendering."""
-
-
-@dataclass
-class ReferencePrompt:
-    """The flow's conditioning: reference tokens (1, Lp), their mel (1, 2*Lp, 80), x-vector (1, 192)."""
-
-    tokens: torch.Tensor
-    mel: torch.Tensor
-    xvector: torch.Tensor
-
-    def __post_init__(self) -> None:
-        if self.tokens.dim() != 2 or self.mel.dim() != 3 or self.xvector.dim() != 2:
-            raise Token2WavError("reference prompt needs tokens (1, L), mel (1, F, 80) and x-vector (1, D)")
-
-    @property
-    def n_tokens(self) -> int:
-        return self.tokens.shape[1]
-
-
-@dataclass
-class StreamSchedule:
-    """How tokens are grouped into render calls.
-
-    Args:
-        first_hop: minimum first hop in tokens; it is extended so that prompt + hop ends on the chunk grid.
-        hop_growth: each later hop is the previous one times this.
-        max_hop: cap on later hops (multiple of ``grid``). Every render re-runs the flow over the held
-            context, so fewer, larger hops cost less in total; doubling hops never starve playback while
-            the SpeechLM is faster than real time (each hop's audio lasts as long as the audio before it).
-            Measured (tiny decoder, 60 s stream): cap 800 costs 0.26-0.27 compute s per audio s, cap 200
-            0.63-0.72; the first packet is the same.
-        grid: the flow's streaming chunk size in tokens (hop boundaries stay on it).
-        lookahead: tokens after the hop the flow sees as right context.
-        context_tokens: re-anchor the flow context once this many tokens are held (official: 6000).
-        keep_tokens: left context kept at a re-anchor (rounded so boundaries stay on the grid).
-        official: reproduce the official schedule exactly (hop 200 + pad, then 400, 800, 1600, ...).
-        causal_final: render the last call chunk-causally too (the official uses full attention
-            there); then the streamed mel equals one chunk-causal flow pass over all tokens.
-    """
-
-    first_hop: int = 25
-    hop_growth: int = 2
-    max_hop: int = 800
-    grid: int = 25
-    lookahead: int = 3
-    context_tokens: int = 6000
-    keep_tokens: int = 100
-    official: bool = False
-    causal_final: bool = False
-
-    def __post_init__(self) -> None:
-        if self.first_hop < 1 or self.grid < 1 or self.lookahead < 0 or self.hop_growth < 1:
-            raise ValueError("first_hop, grid, hop_growth must be >= 1 and lookahead >= 0")
-        if self.max_hop % self.grid or self.max_hop < self.grid:
-            raise ValueError(f"max_hop ({self.max_hop}) must be a positive multiple of grid ({self.grid})")
-        if self.keep_tokens >= self.context_tokens:
-            raise ValueError("keep_tokens must be smaller than context_tokens")
-
-    def first(self, n_prompt: int) -> int:
-        if self.official:
-            return 200 + (math.ceil(n_prompt / 200) * 200 - n_prompt)
-        hop = self.first_hop
-        return hop + (-(n_prompt + hop)) % self.grid
-
-
-@dataclass
-class StreamState:
-    """Per-stream state; ``reset()`` starts a new utterance with the same prompt."""
-
-    prompt: ReferencePrompt
-    schedule: StreamSchedule
-    tokens: list[int] = field(default_factory=list)  # tokens held for the flow (after re-anchors)
-    offset: int = 0  # tokens of ``tokens`` already vocoded
-    hop: int = 0
-    block_rate: int = 2  # official schedule only
-    mel_cache: torch.Tensor | None = None  # (1, 80, 8)
-    source_cache: torch.Tensor | None = None  # (1, 1, 3840)
-    speech_cache: torch.Tensor | None = None  # (1, 3840) withheld tail, cross-faded into the next call
-    emitted: int = 0  # samples emitted so far
-    consumed: int = 0  # tokens rendered so far, over the whole stream
-    finished: bool = False
-    seed: int | None = None  # HiFT source noise: a per-stream generator, or torch's global RNG if None
-    generator: torch.Generator | None = None
-
-    def __post_init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.tokens, self.offset, self.emitted, self.consumed = [], 0, 0, 0
-        self.hop = self.schedule.first(self.prompt.n_tokens)
-        self.block_rate = 2
-        self.mel_cache = self.source_cache = self.speech_cache = None
-        self.finished = False
-        self.generator = torch.Generator().manual_seed(self.seed) if self.seed is not None else None
+__all__ = ["ReferencePrompt", "StreamSchedule", "StreamState", "Token2Wav", "Token2WavError"]
 
 
 class Token2Wav:
@@ -145,7 +56,18 @@ class Token2Wav:
     def start(self, prompt: ReferencePrompt, schedule: StreamSchedule | None = None,
               seed: int | None = None) -> StreamState:
         """A new stream; with ``seed`` its vocoder noise is its own (reproducible, thread-safe)."""
-        return StreamState(prompt, schedule or StreamSchedule(), seed=seed)
+        schedule = schedule or StreamSchedule()
+        state = StreamState(prompt, schedule, seed=seed)
+        if schedule.uses_cache:
+            if schedule.grid != self.flow.config.encoder.static_chunk_size:
+                raise Token2WavError(f"schedule grid {schedule.grid} must be the flow's chunk "
+                                     f"({self.flow.config.encoder.static_chunk_size} tokens) for the cached flow")
+            if schedule.lookahead != self.flow.config.pre_lookahead_len:
+                raise Token2WavError(f"schedule lookahead {schedule.lookahead} must be the flow's "
+                                     f"({self.flow.config.pre_lookahead_len}) for the cached flow")
+            state.flow = FlowStream(self.flow, prompt.tokens, prompt.mel, prompt.xvector, schedule.left_chunks,
+                                    schedule.cache_torch_dtype)
+        return state
 
     def push(self, state: StreamState, tokens: Iterable[int]) -> list[np.ndarray]:
         """Add tokens; return the audio chunks (float32, 24 kHz) that became ready."""
@@ -187,25 +109,29 @@ class Token2Wav:
         if tail.size:
             yield tail
 
-    def render(self, prompt: ReferencePrompt, tokens: Sequence[int], block_tokens: int = 1500) -> np.ndarray:
-        """Offline rendering of any length: one full-context flow call when it fits, else long hops.
+    def render(self, prompt: ReferencePrompt, tokens: Sequence[int], block_tokens: int = 1500,
+               schedule: StreamSchedule | None = None) -> np.ndarray:
+        """Offline rendering of any length: one full-attention flow call when it fits, else a stream.
 
-        Long inputs go through the streaming machinery with large hops (``block_tokens``), so there
-        is no independent-block seam as in the official 6000-token blocks.
+        Up to ``block_tokens`` tokens this is the official offline call (full attention). Longer inputs
+        go through the streaming machinery (``schedule``, default: the cached flow with hops of up to
+        ``block_tokens``), so there is no independent-block seam as in the official 6000-token blocks.
         """
-        tokens = list(tokens)
+        tokens = [int(t) for t in tokens]
         if not tokens:
             raise Token2WavError("no speech tokens to render")
+        bad = [t for t in tokens if not 0 <= t < self.vocab]
+        if bad:
+            raise Token2WavError(f"speech token ids must lie in [0, {self.vocab}), got {bad[:5]}")
         if len(tokens) <= block_tokens:
-            state = self.start(prompt)
-            state.tokens = [int(t) for t in tokens]
-            bad = [t for t in state.tokens if not 0 <= t < self.vocab]
-            if bad:
-                raise Token2WavError(f"speech token ids must lie in [0, {self.vocab}), got {bad[:5]}")
+            state = StreamState(prompt, StreamSchedule(cached=False))
+            state.tokens = tokens
             return self.flush(state)
-        grid = 25
-        schedule = StreamSchedule(first_hop=block_tokens, max_hop=(block_tokens // grid) * grid, hop_growth=1,
-                                  context_tokens=max(6000, 2 * block_tokens), keep_tokens=100)
+        if schedule is None:
+            grid = self.flow.config.encoder.static_chunk_size or 25
+            cap = max(grid, (block_tokens // grid) * grid)
+            schedule = StreamSchedule(first_hop=cap, max_hop=cap, hop_growth=1, grid=grid,
+                                      context_tokens=max(6000, 2 * block_tokens))
         return np.concatenate(list(self.stream(prompt, tokens, schedule)))
 
     # ----------------------------------------------------------------------------------------------
@@ -213,14 +139,17 @@ class Token2Wav:
     def _advance(self, state: StreamState) -> None:
         sched = state.schedule
         state.consumed += state.hop
-        state.offset += state.hop
+        if state.flow is not None:  # the cached flow holds what it needs: drop the rendered tokens
+            del state.tokens[: state.hop]
+        else:
+            state.offset += state.hop
         if sched.official:
             state.hop = min(200 * state.block_rate, 1600)
             state.block_rate = min(2 * state.block_rate, 15)
         else:
             state.hop = min(state.hop * sched.hop_growth, sched.max_hop)
             state.hop += (-state.hop) % sched.grid
-        if len(state.tokens) >= sched.context_tokens:
+        if state.flow is None and len(state.tokens) >= sched.context_tokens:
             self._reanchor(state)
 
     def _reanchor(self, state: StreamState) -> None:
@@ -234,15 +163,22 @@ class Token2Wav:
         state.tokens = state.tokens[drop:]
         state.offset = keep
 
-    def _render(self, state: StreamState, end: int, finalize: bool) -> np.ndarray:
-        prompt = state.prompt
+    def _flow_mel(self, state: StreamState, end: int, finalize: bool) -> torch.Tensor:
+        """(1, 80, F) mel of tokens[offset:end] (plus the look-ahead after them unless finalizing)."""
         start = state.offset
         look = 0 if finalize else state.schedule.lookahead
+        if state.flow is not None:
+            return state.flow.render(state.tokens[start:end], state.tokens[end:end + look], final=finalize)
+        prompt = state.prompt
         token = torch.tensor([state.tokens[: end + look]], dtype=torch.long)
         streaming = not finalize or state.schedule.causal_final
         mel = self.flow.inference(token, prompt.tokens, prompt.mel, prompt.xvector,
                                   streaming=streaming, finalize=finalize)
-        mel = mel[:, :, start * self.ratio:]  # frames of this hop only
+        return mel[:, :, start * self.ratio:]  # frames of this hop only
+
+    def _render(self, state: StreamState, end: int, finalize: bool) -> np.ndarray:
+        start = state.offset
+        mel = self._flow_mel(state, end, finalize)
         if state.mel_cache is not None:
             mel = torch.cat([state.mel_cache, mel], dim=2)
         extra = {"generator": state.generator} if state.generator is not None else {}
@@ -253,9 +189,10 @@ class Token2Wav:
             speech = speech.clone()
             speech[:, :n] = speech[:, :n] * self.fade_in + state.speech_cache * self.fade_out
         if not finalize:
-            state.mel_cache = mel[:, :, -self.mel_cache_frames:]
-            state.source_cache = source[:, :, -self.crossfade:]
-            state.speech_cache = speech[:, -self.crossfade:]
+            # copies, not views: a view would keep the whole hop's tensors alive until the next call
+            state.mel_cache = mel[:, :, -self.mel_cache_frames:].clone()
+            state.source_cache = source[:, :, -self.crossfade:].clone()
+            state.speech_cache = speech[:, -self.crossfade:].clone()
             speech = speech[:, : -self.crossfade]
         else:
             state.consumed += end - start

@@ -9,19 +9,28 @@
  * Weights: float32, bfloat16 (widened to float32 on the fly), or int8 with a float32 scale per
  * output row (activations are then quantised per vector to unsigned 8 bit, zero point 128, and the
  * products run through AVX-512 VNNI where the compiler targets it). The KV cache is the caller's
- * (B, n_kv, capacity, head_dim) float32 or bfloat16 storage; each sequence writes at its own position
- * and attends to slots 0..position.
+ * (B, n_kv, capacity, head_dim) float32 or bfloat16 storage; sequence b writes its new key at slot
+ * pos[b] and attends to slots 0..pos[b]; its RoPE position is rope_pos[b] (the same unless the caller
+ * keeps a window of the cache, see generation/speech/runner.py).
+ *
+ * Instruction sets (Stack.isa): the dot products have AVX-512, AVX2+FMA and plain-C versions
+ * (vec_dot.h), and bfloat16 matrices an AMX tile path (amx_matvec.h); ISA_AUTO takes the widest the
+ * CPU has, and mgm_isa_supported() tells the caller which ones it may time against each other.
  *
  * Layout contract with mgm_omni/generation/native_step.py (all integers int64, all pointers 8 bytes):
  * qkv rows are [q (n_heads*d); k (n_kv*d); v (n_kv*d)] and gate_up rows [gate (inter); up (inter)]; one
  * task computes gate row i and up row i together and yields activation i.
  */
+#define _GNU_SOURCE /* syscall() for the AMX permission request */
 #include <math.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <omp.h>
+#include "vec_dot.h"
+#include "amx_matvec.h"
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
 #include <immintrin.h>
 #define MGM_VNNI 1
@@ -49,35 +58,28 @@ typedef struct {
     const float *inv_freq;   /* (head_dim / 2,) */
     const float *final_norm; /* (hidden,) or NULL */
     Layer *layers;
+    int64_t isa;             /* ISA_* (vec_dot.h); ISA_AUTO = the widest available */
 } Stack;
 
-static inline float bf16_to_f32(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
+/* Whether instruction set `isa` can run here (ISA_AUTO and ISA_GENERIC always can). */
+int mgm_isa_supported(int64_t isa) {
+    switch (isa) {
+    case ISA_AUTO:
+    case ISA_GENERIC: return 1;
+#if defined(__x86_64__)
+    case ISA_AVX2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case ISA_AVX512: return __builtin_cpu_supports("avx512f");
+    case ISA_AMX: return __builtin_cpu_supports("avx512f") && amx_usable();
+#endif
+    default: return 0;
+    }
 }
 
-static inline uint16_t f32_to_bf16(float f) { /* round to nearest even, as torch's .to(bfloat16) */
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
-static inline float dot_f32(const float *w, const float *x, int64_t k) {
-    float acc = 0.f;
-#pragma omp simd reduction(+ : acc)
-    for (int64_t i = 0; i < k; i++) acc += w[i] * x[i];
-    return acc;
-}
-
-static inline float dot_bf16(const uint16_t *w, const float *x, int64_t k) {
-    float acc = 0.f;
-#pragma omp simd reduction(+ : acc)
-    for (int64_t i = 0; i < k; i++) acc += bf16_to_f32(w[i]) * x[i];
-    return acc;
+static int resolve_isa(int64_t isa) {
+    if (isa != ISA_AUTO) return mgm_isa_supported(isa) ? (int)isa : ISA_GENERIC;
+    if (mgm_isa_supported(ISA_AVX512)) return ISA_AVX512;
+    if (mgm_isa_supported(ISA_AVX2)) return ISA_AVX2;
+    return ISA_GENERIC;
 }
 
 static inline int32_t dot_u8s8(const uint8_t *x, const int8_t *w, int64_t k) {
@@ -109,7 +111,23 @@ typedef struct {
 typedef struct {
     Barrier *bar;
     int tid, size, phase;
+    int isa;            /* resolved ISA_* */
+    dot_f32_fn dot_f32;
+    dot_bf16_fn dot_bf16;
+    uint16_t *xp;       /* AMX activation tiles (shared by the team), or NULL */
 } Team;
+
+static void team_init(Team *t, Barrier *bar, int isa, uint16_t *xp) {
+    t->bar = bar;
+    t->tid = omp_get_thread_num();
+    t->size = omp_get_num_threads();
+    t->phase = 0;
+    t->isa = isa;
+    t->dot_f32 = pick_dot_f32(isa);
+    t->dot_bf16 = pick_dot_bf16(isa);
+    t->xp = xp;
+    if (isa == ISA_AMX) amx_configure();
+}
 
 static void team_sync(Team *t) {
     if (t->size == 1) return;
@@ -146,38 +164,74 @@ typedef struct {
     const float *qs;  /* (B,) code scales */
 } Input;
 
-static inline float row_dot(const Mat *m, int64_t n, const Input *in, int64_t b) {
+static inline float row_dot(const Team *t, const Mat *m, int64_t n, const Input *in, int64_t b) {
     const float *x = in->x + b * in->ld;
     switch (m->type) {
-    case W_BF16: return dot_bf16((const uint16_t *)m->w + n * m->k, x, m->k);
+    case W_BF16: return t->dot_bf16((const uint16_t *)m->w + n * m->k, x, m->k);
     case W_I8: {
         int32_t s = dot_u8s8(in->q + b * in->qld, (const int8_t *)m->w + n * m->k, m->k);
         return (float)(s - 128 * m->wsum[n]) * in->qs[b] * m->scale[n];
     }
-    default: return dot_f32((const float *)m->w + n * m->k, x, m->k);
+    default: return t->dot_f32((const float *)m->w + n * m->k, x, m->k);
     }
+}
+
+/* y[b, n] for rows [lo, hi) with the dot products. */
+static void rows_dot(const Team *t, const Mat *m, int64_t lo, int64_t hi, int64_t B, const Input *in, float *y,
+                     int64_t ldy) {
+    for (int64_t n = lo; n < hi; n++) {
+        for (int64_t b = 0; b < B; b++) {
+            float v = row_dot(t, m, n, in, b);
+            y[b * ldy + n] = m->bias ? v + m->bias[n] : v;
+        }
+    }
+}
+
+static inline int use_amx(const Team *t, const Mat *m, int64_t B) {
+    return t->isa == ISA_AMX && t->xp && m->type == W_BF16 && amx_fits(m->k, B) && m->n >= 16;
 }
 
 /* y[b, n] = m @ x[b] (+ bias), rows split over the team, then a barrier. */
 static void matvec(Team *t, const Mat *m, int64_t B, const Input *in, float *y, int64_t ldy) {
     int64_t lo, hi;
-    team_range(t, m->n, &lo, &hi);
-    for (int64_t n = lo; n < hi; n++) {
-        for (int64_t b = 0; b < B; b++) {
-            float v = row_dot(m, n, in, b);
-            y[b * ldy + n] = m->bias ? v + m->bias[n] : v;
-        }
+#ifdef MGM_AMX_CODE
+    if (use_amx(t, m, B)) {
+        team_range(t, m->k / 32, &lo, &hi); /* the team packs the activation tiles together */
+        amx_pack(in->x, in->ld, B, t->xp, lo, hi);
+        team_sync(t);
+        const int64_t blocks = m->n / 16;
+        team_range(t, blocks, &lo, &hi);
+        amx_blocks((const uint16_t *)m->w, m->k, t->xp, lo, hi, B, m->bias, y, ldy);
+        if (t->tid == t->size - 1) rows_dot(t, m, blocks * 16, m->n, B, in, y, ldy); /* the < 16 last rows */
+        team_sync(t);
+        return;
     }
+#endif
+    team_range(t, m->n, &lo, &hi);
+    rows_dot(t, m, lo, hi, B, in, y, ldy);
     team_sync(t);
 }
 
-/* act[b, i] = silu(gate_i . x) * (up_i . x); rows are [gate (inter); up (inter)]. */
-static void gate_up_act(Team *t, const Mat *m, int64_t B, const Input *in, float *act, int64_t inter) {
+/* act[b, i] = silu(gate_i . x) * (up_i . x); rows are [gate (inter); up (inter)]. `gu` (B, 2 inter) is
+ * scratch for the AMX path, which computes all gate and up rows first. */
+static void gate_up_act(Team *t, const Mat *m, int64_t B, const Input *in, float *act, int64_t inter, float *gu) {
     int64_t lo, hi;
+    if (use_amx(t, m, B)) {
+        matvec(t, m, B, in, gu, 2 * inter);
+        team_range(t, inter, &lo, &hi);
+        for (int64_t i = lo; i < hi; i++) {
+            for (int64_t b = 0; b < B; b++) {
+                const float g = gu[b * 2 * inter + i], u = gu[b * 2 * inter + inter + i];
+                act[b * inter + i] = g / (1.f + expf(-g)) * u;
+            }
+        }
+        team_sync(t);
+        return;
+    }
     team_range(t, inter, &lo, &hi);
     for (int64_t i = lo; i < hi; i++) {
         for (int64_t b = 0; b < B; b++) {
-            float g = row_dot(m, i, in, b), u = row_dot(m, inter + i, in, b);
+            float g = row_dot(t, m, i, in, b), u = row_dot(t, m, inter + i, in, b);
             act[b * inter + i] = g / (1.f + expf(-g)) * u;
         }
     }
@@ -219,12 +273,12 @@ static inline void cache_put(void *base, int64_t kv_type, int64_t i, float v) {
 
 /* Sequence b, kv head g: normalise, rotate and cache its key and value at pos, then attention for the
  * query heads of its group (p: that sequence's score rows, out: its (n_heads * d) attention output). */
-static void attend(const Stack *s, const Layer *L, float *row, int64_t g, int64_t b, int64_t pos, float *p_all,
-                   float *out_all) {
+static void attend(const Team *team, const Stack *s, const Layer *L, float *row, int64_t g, int64_t b, int64_t pos,
+                   int64_t rpos, float *p_all, float *out_all) {
     const int64_t d = s->head_dim, nh = s->n_heads, nkv = s->n_kv, group = nh / nkv, cap = s->capacity;
     float *k = row + nh * d + g * d, *v = row + (nh + nkv) * d + g * d;
     if (L->k_norm) rms_norm(k, L->k_norm, d, s->eps, k);
-    rope(k, d, pos, s->inv_freq);
+    rope(k, d, rpos, s->inv_freq);
     const int64_t base = ((b * nkv + g) * cap) * d, n_keys = pos + 1;
     for (int64_t i = 0; i < d; i++) {
         cache_put(L->k_cache, s->kv_type, base + pos * d + i, k[i]);
@@ -234,20 +288,12 @@ static void attend(const Stack *s, const Layer *L, float *row, int64_t g, int64_
     for (int64_t hq = g * group; hq < (g + 1) * group; hq++) {
         float *q = row + hq * d, *p = p_all + hq * (cap + 1), *out = out_all + hq * d;
         if (L->q_norm) rms_norm(q, L->q_norm, d, s->eps, q);
-        rope(q, d, pos, s->inv_freq);
+        rope(q, d, rpos, s->inv_freq);
         float mx = -INFINITY;
         for (int64_t t = 0; t < n_keys; t++) {
-            float acc = 0.f;
             const int64_t off = base + t * d;
-            if (s->kv_type) {
-                const uint16_t *kc = (const uint16_t *)L->k_cache + off;
-#pragma omp simd reduction(+ : acc)
-                for (int64_t i = 0; i < d; i++) acc += q[i] * bf16_to_f32(kc[i]);
-            } else {
-                const float *kc = (const float *)L->k_cache + off;
-#pragma omp simd reduction(+ : acc)
-                for (int64_t i = 0; i < d; i++) acc += q[i] * kc[i];
-            }
+            const float acc = s->kv_type ? team->dot_bf16((const uint16_t *)L->k_cache + off, q, d)
+                                         : team->dot_f32((const float *)L->k_cache + off, q, d);
             p[t] = acc * scale;
             mx = fmaxf(mx, p[t]);
         }
@@ -276,14 +322,18 @@ int64_t mgm_work_floats(const Stack *s, int64_t B) {
     int64_t d = s->head_dim, qkv = (s->n_heads + 2 * s->n_kv) * d, wide = s->hidden;
     if (s->n_heads * d > wide) wide = s->n_heads * d;
     if (s->inter > wide) wide = s->inter;
-    /* xn, qkv, attention out, act, tmp, codes (bytes in float slots), scales, scores */
+    /* xn, qkv, attention out, act, tmp, codes (bytes in float slots), scales, scores, then the AMX
+     * scratch: gate/up rows (B, 2 inter) and the activation tiles (16 bf16 per input = 8 floats) */
     return B * (wide + qkv + s->n_heads * d + s->inter + s->hidden + wide / 4 + 1 + 1) +
-           B * s->n_heads * (s->capacity + 1);
+           B * s->n_heads * (s->capacity + 1) + B * 2 * s->inter + 8 * wide + 16;
 }
 
 /* One new row per sequence through every layer: h (B, hidden) float32 is updated in place.
- * pos[b] is both the cache slot written and the RoPE position. Returns 0, or -1 on a bad position. */
-int mgm_stack_step(const Stack *s, int64_t B, const int64_t *pos, float *h, float *work, int64_t threads) {
+ * pos[b] is the cache slot written (keys 0..pos[b] are attended), rope_pos[b] the RoPE position
+ * (NULL: pos). Returns 0, or -1 on a bad position. */
+int mgm_stack_step(const Stack *s, int64_t B, const int64_t *pos, const int64_t *rope_pos, float *h, float *work,
+                   int64_t threads) {
+    if (!rope_pos) rope_pos = pos;
     for (int64_t b = 0; b < B; b++)
         if (pos[b] < 0 || pos[b] >= s->capacity) return -1;
     const int64_t H = s->hidden, d = s->head_dim, nh = s->n_heads, nkv = s->n_kv, I = s->inter;
@@ -294,14 +344,18 @@ int mgm_stack_step(const Stack *s, int64_t B, const int64_t *pos, float *h, floa
     float *xn = work, *qkv = xn + B * wide, *att = qkv + B * qkv_n, *act = att + B * nh * d;
     float *tmp = act + B * I, *codes_f = tmp + B * H, *qs = codes_f + B * (wide / 4 + 1);
     float *scores = qs + B;
+    float *gu = scores + B * nh * (s->capacity + 1);
+    uint16_t *xp = (uint16_t *)(((uintptr_t)(gu + B * 2 * I) + 63) & ~(uintptr_t)63); /* 64-byte aligned */
     uint8_t *codes = (uint8_t *)codes_f;
     const int quant = (int)s->quantized;
     const int64_t cap = s->capacity;
+    const int isa = resolve_isa(s->isa);
 
     Barrier bar = {0, 0, 1};
 #pragma omp parallel num_threads((int)threads)
     {
-        Team team = {&bar, omp_get_thread_num(), omp_get_num_threads(), 0};
+        Team team;
+        team_init(&team, &bar, isa, isa == ISA_AMX ? xp : NULL);
         Team *t = &team;
         int64_t b_lo, b_hi, j_lo, j_hi;
         team_range(t, B, &b_lo, &b_hi);
@@ -323,7 +377,7 @@ int mgm_stack_step(const Stack *s, int64_t B, const int64_t *pos, float *h, floa
             for (int64_t j = j_lo; j < j_hi; j++) {
                 const int64_t b = j / nkv, g = j % nkv;
                 float *row = qkv + b * qkv_n;
-                attend(s, L, row, g, b, pos[b], scores + b * nh * (cap + 1), att + b * nh * d);
+                attend(t, s, L, row, g, b, pos[b], rope_pos[b], scores + b * nh * (cap + 1), att + b * nh * d);
             }
             team_sync(t);
             if (quant) {
@@ -340,7 +394,7 @@ int mgm_stack_step(const Stack *s, int64_t B, const int64_t *pos, float *h, floa
             }
             team_sync(t);
             /* 5. SwiGLU MLP (its residual is added at the top of the next layer) */
-            gate_up_act(t, &L->gate_up, B, &in_x, act, I);
+            gate_up_act(t, &L->gate_up, B, &in_x, act, I, gu);
             if (quant) {
                 for (int64_t b = b_lo; b < b_hi; b++) quantize_u8(act + b * I, I, codes + b * wide, qs + b);
                 team_sync(t);
@@ -352,19 +406,27 @@ int mgm_stack_step(const Stack *s, int64_t B, const int64_t *pos, float *h, floa
             for (int64_t i = 0; i < H; i++) h[b * H + i] += tmp[b * H + i];
             if (s->final_norm) rms_norm(h + b * H, s->final_norm, H, s->eps, h + b * H);
         }
+        if (isa == ISA_AMX) amx_release();
     }
     return 0;
 }
 
 /* y (B, m->n) = m @ x (B, m->k) on its own team (the speech head). */
-void mgm_matvec(const Mat *m, int64_t B, const float *x, float *y, uint8_t *codes, float *qs, int64_t threads) {
+void mgm_matvec(const Mat *m, int64_t B, const float *x, float *y, uint8_t *codes, float *qs, int64_t threads,
+                int64_t isa_choice) {
     if (m->type == W_I8)
         for (int64_t b = 0; b < B; b++) quantize_u8(x + b * m->k, m->k, codes + b * m->k, qs + b);
     Input in = {x, m->k, codes, m->k, qs};
+    const int isa = resolve_isa(isa_choice);
+    uint16_t *xp = NULL;
+    if (isa == ISA_AMX && (xp = aligned_alloc(64, (size_t)((m->k * 32 + 63) / 64 * 64))) == NULL) return;
     Barrier bar = {0, 0, 1};
 #pragma omp parallel num_threads((int)threads)
     {
-        Team team = {&bar, omp_get_thread_num(), omp_get_num_threads(), 0};
+        Team team;
+        team_init(&team, &bar, isa, xp);
         matvec(&team, m, B, &in, y, m->n);
+        if (isa == ISA_AMX) amx_release();
     }
+    free(xp);
 }
