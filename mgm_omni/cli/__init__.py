@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 
 from mgm_omni import __version__
 from mgm_omni.cli.common import DEFAULT_MLLM, DEFAULT_SPEECHLM, TINY_MODEL, CLIError
+from mgm_omni.cli.device import check_device
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
@@ -74,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("audio", help="audio or video file")
     p.add_argument("--model", default=DEFAULT_MLLM, help="MLLM directory or hub id")
     p.add_argument("--prompt", default="Please transcribe the audio.", help="instruction for the MLLM")
-    p.add_argument("--max-new-tokens", type=int, default=4096, help="maximum generated text tokens")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="cap on generated text tokens (default: 8 per second of audio + 64)")
     p.add_argument("--temperature", type=float, default=0.0, help="text sampling temperature (0 = greedy)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--trim-padding", action="store_true",
@@ -138,10 +140,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _handler(command: str) -> Callable[[argparse.Namespace], int]:
-    from mgm_omni.cli import commands as cli_commands
+# sub-command -> "module:function" (imported only when that command runs)
+HANDLERS = {"tts": "tts:run", "transcribe": "transcribe:run", "chat": "chat:run", "serve": "serving:run_serve",
+            "demo": "serving:run_demo", "eval": "eval_command:run", "train": "train:run",
+            "voices": "voices:run"}
 
-    return getattr(cli_commands, f"run_{command}")
+
+def _handler(command: str) -> Callable[[argparse.Namespace], int]:
+    import importlib
+
+    module, _, function = HANDLERS[command].partition(":")
+    return getattr(importlib.import_module(f"mgm_omni.cli.{module}"), function)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -158,6 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     try:
+        check_device(args.device)  # before any model is loaded
         return _handler(args.command)(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

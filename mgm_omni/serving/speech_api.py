@@ -24,6 +24,7 @@ from mgm_omni.serving.http_input import parse_json
 from mgm_omni.engine.jobs import SpeechJob
 from mgm_omni.serving.schemas import SpeechBody
 from mgm_omni.serving.services import Services
+from mgm_omni.serving.voice_names import check_new_name, resolve
 from mgm_omni.serving.voices import Voice, VoiceError
 
 router = APIRouter()
@@ -36,8 +37,9 @@ def voice_error(exc: VoiceError, param: str = "voice") -> APIError:
 
 
 def get_voice(services: Services, name: str, param: str = "voice") -> Voice:
+    """The voice a request names: exact, else ignoring case, else an OpenAI voice name's preset."""
     try:
-        return services.voices.get(name)
+        return services.voices.get(resolve(services.voices, name))
     except VoiceError as exc:
         err = voice_error(exc, param)
         if exc.status == 404:  # an unknown voice in a request body is a bad request, as OpenAI reports it
@@ -178,6 +180,7 @@ async def create_voice(request: Request):
         raise invalid("text must be a string", "text")
     data = await upload.read()
     try:
+        check_new_name(services.voices, name)  # names ignore case: "Alice" is taken once "alice" exists
         voice = await asyncio.to_thread(services.voices.add, name, data, text, services.config.max_voice_seconds)
     except VoiceError as exc:
         err = voice_error(exc, "file" if exc.code == "invalid_audio" else "name")
@@ -191,6 +194,7 @@ async def create_voice(request: Request):
 async def delete_voice(name: str, request: Request):
     services: Services = request.app.state.services
     try:
+        name = resolve(services.voices, name, aliases=False)
         await asyncio.to_thread(services.voices.remove, name)
     except VoiceError as exc:
         raise voice_error(exc, "name") from None
