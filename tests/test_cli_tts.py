@@ -54,3 +54,13 @@ def test_voice_names_ignore_case_and_map_openai_names(tiny_cache, tmp_path, caps
     capsys.readouterr()
     assert main(["tts", TEXT, "--voice", "nobody", "--out", str(tmp_path / "x.wav"), *voices]) == 2
     assert "no voice named 'nobody'" in capsys.readouterr().err
+
+
+def test_voices_list_shows_real_lengths(tiny_cache, tmp_path, capsys):
+    from mgm_omni.engine.voices import PRESET_DIR
+
+    assert main(["voices", "list", "--voices-dir", str(tmp_path / "voices")]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:-1]}
+    for name in ("slt", "rms"):  # a preset's length is its clip's
+        assert float(rows[name][2]) == pytest.approx(sf.info(str(PRESET_DIR / f"{name}.flac")).duration, abs=0.01)
+    assert float(rows["default"][2]) == pytest.approx(4.0)  # the tiny model's synthetic voice: 100 tokens at 25 Hz

@@ -197,6 +197,23 @@ def test_voice_upload_list_use_delete_and_restart(client, services, voices_dir, 
     _error(client.post("/v1/audio/speech", json={"input": TEXT, "voice": "rms-clone"}), 400, "voice_not_found")
 
 
+def test_voice_names_ignore_case_and_openai_names_reach_presets(client):
+    slt = pcm16(_speech(client, voice="slt", response_format="pcm").content)
+    assert np.array_equal(pcm16(_speech(client, voice="SLT", response_format="pcm").content), slt)
+    assert np.array_equal(pcm16(_speech(client, voice="nova", response_format="pcm").content), slt)
+    rms = pcm16(_speech(client, voice="Onyx", response_format="pcm").content)
+    assert np.array_equal(rms, pcm16(_speech(client, voice="rms", response_format="pcm").content))
+    assert not np.array_equal(rms, slt)
+    r = client.post("/v1/audio/voices", data={"name": "Mixed-Case"}, files={"file": ("r.flac", preset_clip())})
+    assert r.status_code == 201, r.text
+    try:
+        _error(client.post("/v1/audio/voices", data={"name": "mixed-case"}, files={"file": ("r.flac", preset_clip())}),
+               409, "voice_exists")
+        assert _speech(client, voice="MIXED-CASE", response_format="pcm").content
+    finally:
+        assert client.delete("/v1/audio/voices/mixed-CASE").json()["name"] == "Mixed-Case"
+
+
 def test_error_cases_have_documented_status_codes(client, voices_dir):
     big = b"\0" * (UPLOAD_LIMIT + 10)
     _error(client.post("/v1/audio/voices", data={"name": "big"}, files={"file": ("big.wav", big)}),
