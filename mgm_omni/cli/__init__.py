@@ -125,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="run a training recipe",
                        description="Train a stage of the SpeechLM or MLLM from a recipe config.")
-    p.add_argument("recipe", nargs="?", help="recipe name or YAML file")
+    from mgm_omni.cli.train import add_train_arguments  # light module: argparse only
+
+    add_train_arguments(p)
     _add_common(p)
 
     p = sub.add_parser("voices", help="list, add or remove registered reference voices",
