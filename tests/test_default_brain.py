@@ -51,6 +51,7 @@ def test_declared_config_is_the_small_dual_tower_brain():
     proj = SpeechProjectorConfig.from_omni(cfg)
     assert (proj.main_dim, proj.aux_dim, proj.out_dim, proj.ds_rate, proj.mlp_dim) == (512, 384, 896, 5, 2048)
     assert proj.tokens_for(750) == 150  # 5 tokens per second of audio, as the official k = 5
+    assert proj.trim_padding and cfg.speech_trim_padding  # trained on real-audio tokens only
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +104,7 @@ def test_directory_loads_through_the_official_loaders(tiny_brain):
     assert (tower.main_cfg.output_positions, tower.aux_cfg.output_positions) == (750, 1500)
     wave = 0.1 * torch.sin(2 * math.pi * 220 * torch.arange(16000 * 35) / 16000)
     audio = mllm.encode_audio(wave)
-    assert audio.embeddings.shape == (2 * 150, 64)  # 35 s: two 30 s windows of 150 tokens
+    assert audio.embeddings.shape == (150 + 25, 64)  # 35 s: a full window, then 5 s (padding tokens dropped)
     greedy = TextDecodeConfig(SamplingConfig(temperature=0.0), max_new_tokens=4)
     prompt = mllm.prompt([("user", "<speech>\nPlease transcribe the audio.")], [audio])
     assert mllm.generate(prompt, greedy) == mllm.generate(prompt, greedy)

@@ -204,3 +204,16 @@ def test_front_end_follows_the_towers_mel_bins():
     ref = fw.FeatureExtractor(feature_size=80)(wave.numpy(), padding=W - len(wave))[:, :3000]
     ours = whisper_features(wave, mel80)[0]
     assert ours.shape == (80, 3000) and np.abs(ours.numpy() - ref).max() < 1e-4
+
+
+def test_a_brain_trained_without_padding_tokens_never_reads_them(models):
+    """``trim_padding`` in the projector config (``speech_trim_padding`` of a brain) trims whatever is asked."""
+    import dataclasses
+
+    tower, proj = models
+    trimmed = DualMLPSpeechProjector(dataclasses.replace(proj.cfg, trim_padding=True)).eval()
+    trimmed.load_state_dict(proj.state_dict())
+    wave = synthetic(31.0)
+    out = encode_long_audio(wave, tower, trimmed)
+    assert out.window_tokens == [150, 5] and out.embeddings.shape[0] == 155
+    assert torch.equal(out.embeddings, encode_long_audio(wave, tower, proj, trim_padding=True).embeddings)

