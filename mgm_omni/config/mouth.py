@@ -41,8 +41,8 @@ S3_SILENCE_CODE = 6486  # a blank code; replaces eos / pad inside kept rows befo
 
 TEXT_FRONTENDS = ("qwen-bpe", "own-bpe")
 TOKEN2WAV_KINDS = {"cosyvoice2": "hift", "flow-hifigan": "hifigan"}  # stack -> its vocoder
-SPEECH_TOKENIZERS = ("s3-v2", "tiny-hash")
-SPEAKER_ENCODERS = ("campplus", "tiny-dvector")
+SPEECH_TOKENIZERS = ("s3-v2", "tiny-hash", "whisper-units")
+SPEAKER_ENCODERS = ("campplus", "tiny-dvector", "ge2e")
 
 
 @dataclass(frozen=True)
@@ -63,11 +63,13 @@ class MouthSpec:
         token2wav: the token-to-wave stack, ``"cosyvoice2"`` (flow + HiFT) or ``"flow-hifigan"``
             (flow + HiFi-GAN V1); its files are in ``token2wav_dir``; ``vocoder`` follows from it.
         speech_tokenizer / speaker_encoder: the reference front-end (``"s3-v2"`` + ``"campplus"``: the
-            release's ONNX files; ``"tiny-hash"`` + ``"tiny-dvector"``: the built-in tiny model's stand-in).
+            release's ONNX files; ``"tiny-hash"`` + ``"tiny-dvector"``: the built-in tiny model's stand-in;
+            ``"whisper-units"`` + ``"ge2e"``: our own mouths' unit tokenizer and GE2E x-vector).
         reference_rate: sample rate the reference front-end reads.
         xvector_dim: width of the speaker embedding the flow takes.
         sample_rate: rate of the output audio.
         stream_grid: the flow's streaming chunk in tokens; streaming hop boundaries stay on it.
+        first_hop: tokens of the first streaming hop at least (extended to the grid); 25 for the release.
         default_voice: folder (relative) of a voice that ships with the model, or None.
         dtype: dtype the SpeechLM computes in unless the caller asks for another.
     """
@@ -89,6 +91,7 @@ class MouthSpec:
     xvector_dim: int = 192
     sample_rate: int = 24000
     stream_grid: int = 25
+    first_hop: int = 25
     default_voice: str | None = None
     dtype: str = "bfloat16"
     source: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)  # what mouth.json said
@@ -114,7 +117,7 @@ class MouthSpec:
                  f"speech_tokenizer must be one of {SPEECH_TOKENIZERS}, got {self.speech_tokenizer!r}")
         _require(self.speaker_encoder in SPEAKER_ENCODERS,
                  f"speaker_encoder must be one of {SPEAKER_ENCODERS}, got {self.speaker_encoder!r}")
-        for name in ("reference_rate", "xvector_dim", "sample_rate", "stream_grid"):
+        for name in ("reference_rate", "xvector_dim", "sample_rate", "stream_grid", "first_hop"):
             _require(getattr(self, name) > 0, f"{name} must be > 0, got {getattr(self, name)}")
         _require(self.dtype in ("float32", "bfloat16", "float16"), f"dtype must name a float dtype, got {self.dtype!r}")
 

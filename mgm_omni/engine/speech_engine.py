@@ -69,7 +69,8 @@ class SpeechEngine:
                  batch_window_s: float = 0.02, schedule: StreamSchedule | None = None) -> None:
         self.generator, self.token2wav = generator, token2wav
         self.max_batch, self.max_queue, self.batch_window_s = max_batch, max_queue, batch_window_s
-        self.schedule = schedule or StreamSchedule(grid=generator.mouth.stream_grid)
+        self.schedule = schedule or StreamSchedule(grid=generator.mouth.stream_grid,
+                                                   first_hop=generator.mouth.first_hop)
         self.sample_rate = generator.mouth.sample_rate
         self._waiting: deque[SpeechJob] = deque()
         self._cond = threading.Condition()

@@ -306,7 +306,7 @@ class OmniChat:
             mouth = self.speech.mouth
             track = SpeechTrack.for_generator(self.speech, self.speech_prompt, self.settings.speech)
             if self.token2wav is not None:
-                schedule = self.settings.schedule or StreamSchedule(grid=mouth.stream_grid)
+                schedule = self.settings.schedule or StreamSchedule(grid=mouth.stream_grid, first_hop=mouth.first_hop)
                 speech = SpeechStream(self.token2wav, self.voice, self.speech.token_stream(), schedule,
                                       seed=self.settings.speech.seed)
         reply = OmniReply()

@@ -25,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from mgm_omni.checkpoint import CheckpointError
+from mgm_omni.checkpoint.manifest import verify_checksums
 from mgm_omni.config.mouth import MouthSpec
 from mgm_omni.generation.sampling import SamplingConfig
 from mgm_omni.generation.speech.chunked_decode import DecodeConfig
@@ -33,6 +34,7 @@ from mgm_omni.generation.speech_stream import SpeechStream
 from mgm_omni.generation.voice import Voice, VoiceError, shipped_voice
 from mgm_omni.generation.wave.assets import find_cosyvoice_dir, load_token2wav
 from mgm_omni.generation.wave.frontends import voice_frontend
+from mgm_omni.generation.wave.hifigan_stack import load_hifigan_stack
 from mgm_omni.generation.wave.token2wav import StreamSchedule, Token2Wav
 
 log = logging.getLogger(__name__)
@@ -82,7 +84,7 @@ class TTSPipeline:
                  schedule: StreamSchedule | None = None) -> None:
         self.generator, self.token2wav, self.voice = generator, token2wav, voice
         self.mouth: MouthSpec = generator.mouth
-        self.schedule = schedule or StreamSchedule(grid=self.mouth.stream_grid)
+        self.schedule = schedule or StreamSchedule(grid=self.mouth.stream_grid, first_hop=self.mouth.first_hop)
         self.last: TTSResult | None = None
 
     @property
@@ -184,9 +186,13 @@ def load_mouth(model_dir: str | os.PathLike, config: DecodeConfig | None = None,
     """The SpeechLM side and the token-to-wave stack a mouth directory declares (``dtype``: the mouth's by default)."""
     root = Path(model_dir)
     spec = MouthSpec.from_dir(root, cosyvoice_path)
+    verify_checksums(root, required=False)  # a mouth that ships checksums.json (ours) is checked before loading
     generator = SpeechGenerator.from_pretrained(root, dtype=getattr(torch, dtype or spec.dtype), device=device,
                                                 config=config, quantize=quantize)
-    token2wav = load_token2wav(find_cosyvoice_dir(root, cosyvoice_path, spec.token2wav_dir), spec.token2wav)
+    if spec.token2wav == "flow-hifigan":
+        token2wav = load_hifigan_stack(Path(cosyvoice_path) if cosyvoice_path else root / spec.token2wav_dir, spec)
+    else:
+        token2wav = load_token2wav(find_cosyvoice_dir(root, cosyvoice_path, spec.token2wav_dir), spec.token2wav)
     return generator, token2wav
 
 

@@ -56,6 +56,8 @@ class Voice(ReferencePrompt):
         name: registry name ("" when unnamed); frontend: id of the front-end that made it (its tokens mean
             nothing to another front-end's model); seconds: clip length; audio: the clip's path, if any.
         preset, created, description: registry metadata.
+        frames_per_token: prompt-mel frames per token (2 for CosyVoice2; 441/128 for the HiFi-GAN mel at 25 Hz);
+            the mel holds ``round_half_up(L * frames_per_token)`` frames.
     """
 
     text: str = ""
@@ -66,6 +68,7 @@ class Voice(ReferencePrompt):
     preset: bool = False
     created: int = 0
     description: str = ""
+    frames_per_token: float = 2.0  # prompt-mel frames per speech token (the mouth's vocoder grid)
 
     def __post_init__(self) -> None:
         if self.tokens.dim() != 2 or self.tokens.shape[0] != 1 or self.tokens.dtype != torch.int64:
@@ -73,8 +76,9 @@ class Voice(ReferencePrompt):
         n = self.tokens.shape[1]
         if n == 0:
             raise VoiceError("a voice needs at least one speech token")
-        if self.mel.dim() != 3 or self.mel.shape[:2] != (1, 2 * n):
-            raise VoiceError(f"mel must be (1, 2L={2 * n}, n_mels), got {tuple(self.mel.shape)}")
+        frames = int(n * self.frames_per_token + 0.5)  # round half up, as the frame grid counts
+        if self.mel.dim() != 3 or self.mel.shape[:2] != (1, frames):
+            raise VoiceError(f"mel must be (1, {self.frames_per_token:g}L={frames}, n_mels), got {tuple(self.mel.shape)}")
         if self.xvector.dim() != 2 or self.xvector.shape[0] != 1:
             raise VoiceError(f"xvector must be (1, D), got {tuple(self.xvector.shape)}")
         if not isinstance(self.text, str):
@@ -100,7 +104,8 @@ class Voice(ReferencePrompt):
         prompt = frontend.prompt(wave, sr, config)
         where = str(audio) if isinstance(audio, (str, os.PathLike)) else None
         return cls(prompt.tokens, prompt.mel, prompt.xvector, text=text.strip(), name=name, frontend=frontend.id,
-                   seconds=round(wave.shape[0] / sr, 3), audio=where, created=int(time.time()))
+                   seconds=round(wave.shape[0] / sr, 3), audio=where, created=int(time.time()),
+                   frames_per_token=getattr(prompt, "frames_per_token", 2.0))
 
     def renamed(self, name: str, **changes) -> Voice:
         """The same voice under another name (and other metadata)."""
@@ -133,7 +138,8 @@ class Voice(ReferencePrompt):
         save_file({"tokens": self.tokens.contiguous(), "mel": self.mel.contiguous(),
                    "xvector": self.xvector.contiguous()}, str(folder / PROMPT_FILE))
         meta = {"name": self.name, "text": self.text, "frontend": self.frontend, "seconds": self.seconds,
-                "audio": self.audio, "created": self.created, "description": self.description}
+                "audio": self.audio, "created": self.created, "description": self.description,
+                "frames_per_token": self.frames_per_token}
         (folder / VOICE_FILE).write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
 
     @classmethod

@@ -1,6 +1,6 @@
 """The reference front-end a mouth declares (``MouthSpec.speech_tokenizer`` + ``speaker_encoder``).
 
-    frontend = voice_frontend(spec, model_dir)        # OfficialFrontEnd or TinyFallbackFrontEnd
+    frontend = voice_frontend(spec, model_dir)        # OfficialFrontEnd, TinyFallbackFrontEnd or OwnFrontEnd
     voice = Voice.from_audio("ref.wav", "Its transcript.", frontend)
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mgm_omni.audio import HIFIGAN_22K
 from mgm_omni.config.mouth import MouthSpec
 from mgm_omni.generation.voice import VoiceError, VoiceFrontEnd
 from mgm_omni.generation.wave.reference import OfficialFrontEnd, ReferenceConfig
@@ -23,6 +24,8 @@ class FrontEndUnavailable(VoiceError):
 
 def reference_config(spec: MouthSpec) -> ReferenceConfig:
     """Limits and rates of the mouth's reference clips (its front-end rate, its x-vector width)."""
+    if spec.token2wav == "flow-hifigan":
+        return ReferenceConfig(sample_rate=spec.reference_rate, xvector_dim=spec.xvector_dim, mel=HIFIGAN_22K)
     if spec.token2wav != "cosyvoice2":
         raise FrontEndUnavailable(f"no prompt-mel recipe for the token2wav stack {spec.token2wav!r} yet")
     return ReferenceConfig(sample_rate=spec.reference_rate, xvector_dim=spec.xvector_dim)
@@ -39,5 +42,9 @@ def voice_frontend(spec: MouthSpec, model_dir: str | os.PathLike,
                                 config)
     if pair == ("tiny-hash", "tiny-dvector"):
         return TinyFallbackFrontEnd(spec.speech_codes, spec.xvector_dim, config)
+    if pair == ("whisper-units", "ge2e"):
+        from mgm_omni.generation.wave.own_frontend import OwnFrontEnd
+
+        return OwnFrontEnd(model_dir, spec, config)
     raise FrontEndUnavailable(f"no reference front-end pairs the speech tokenizer {pair[0]!r} with the speaker "
                               f"encoder {pair[1]!r}")
