@@ -206,6 +206,17 @@ class NativeStep:
         self._head_scratch = torch.empty(0)
         self.table = model.model.embed_tokens.weight
 
+    def set_isa(self, isa: str) -> None:
+        """Run later steps on another instruction set (same weight copy; ``step_choice`` times them)."""
+        if isa not in ISAS:
+            raise ValueError(f"isa must be one of {ISAS}, got {isa!r}")
+        if not self.lib.mgm_isa_supported(_ISA[isa]):
+            raise NativeUnavailable(f"this CPU cannot run the {isa} native step")
+        self.isa = isa
+        for stack in (self.backbone, self.adapter):
+            if stack is not None:
+                stack.c.isa = _ISA[isa]
+
     @property
     def name(self) -> str:
         """E.g. ``native-bf16-avx512``."""

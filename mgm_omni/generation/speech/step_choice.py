@@ -159,15 +159,22 @@ def measure(model: SpeechLM, names: list[str], threads: int, steps: int = 6, con
     if swap is not None and not len(swap):
         names = [n for n in names if n != "torch-packed"]
 
+    natives: dict[str, NativeStep] = {}  # one weight copy per format, shared by its instruction sets
+
     def use(name: str) -> None:  # the model's own layers: packed copies for torch-packed only
         if swap is not None:
             swap.packed() if name == "torch-packed" else swap.plain()
+        if name.startswith("native-"):
+            natives[name.split("-")[1]].set_isa(name.split("-")[2])
 
     times: dict[str, list[float]] = {n: [] for n in names}
     try:
         for name in names:  # prefill and one step each; that step's logits are compared
+            if name.startswith("native-"):
+                fmt = name.split("-")[1]
+                natives.setdefault(fmt, NativeStep(model, fmt, threads))
             use(name)
-            runner = _runner(model, name, threads)
+            runner = _runner(model, name, threads, natives)
             runner.start([rows[:context]])
             outputs[name] = runner.step(rows[context:context + 1]).float()
             runners[name] = runner
@@ -195,10 +202,11 @@ def measure(model: SpeechLM, names: list[str], threads: int, steps: int = 6, con
     return timings, errors
 
 
-def _runner(model: SpeechLM, name: str, threads: int) -> SpeechLMRunner:
+def _runner(model: SpeechLM, name: str, threads: int, natives: dict | None = None) -> SpeechLMRunner:
     if name.startswith("native-"):
         _, fmt, isa = name.split("-")
-        return SpeechLMRunner(model, native=NativeStep(model, fmt, threads, isa), initial_rows=256)
+        step = natives[fmt] if natives else NativeStep(model, fmt, threads, isa)
+        return SpeechLMRunner(model, native=step, initial_rows=256)
     return SpeechLMRunner(model, head=speech_head(model, pack=name == "torch-packed"), initial_rows=256)
 
 
