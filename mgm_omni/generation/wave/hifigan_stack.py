@@ -83,21 +83,53 @@ class HiFiGANStackConfig:
         return cls(**data)
 
 
+class HopVocoder:
+    """HiFi-GAN continuing across hops (typed stream state; ``reset()`` starts over).
+
+    Each :meth:`push` vocodes the withheld and new frames with ``left_frames`` of earlier mel in front and
+    emits all but the last ``right_frames`` (their right context comes with the next push; the final push
+    emits everything). With both at least the generator's receptive field the emitted wave is one call's.
+    """
+
+    def __init__(self, vocoder: HiFiGANGenerator, left_frames: int, right_frames: int) -> None:
+        self.vocoder, self.left_frames, self.right_frames = vocoder, left_frames, right_frames
+        self.hop = vocoder.cfg.hop_size
+        self.reset()
+
+    def reset(self) -> None:
+        self.mel: torch.Tensor | None = None  # (1, 80, left + withheld): what the next push still needs
+        self.left = 0  # frames of ``mel`` already emitted (left context only)
+
+    @torch.inference_mode()
+    def push(self, mel_new: torch.Tensor, final: bool = False) -> np.ndarray:
+        """(1, 80, f) new frames -> float32 samples of the frames whose right context is complete."""
+        mel = mel_new if self.mel is None else torch.cat([self.mel, mel_new], dim=2)
+        left, n = self.left, mel.shape[2]
+        stop = n if final else max(left, n - self.right_frames)  # frames [left, stop) are emitted
+        if stop > left:
+            wave = self.vocoder.vocode(mel)[0]  # (n * hop,)
+            chunk = wave[left * self.hop: stop * self.hop].float().numpy()
+        else:
+            chunk = np.zeros(0, np.float32)
+        keep = max(0, stop - self.left_frames)
+        self.mel = None if final else mel[:, :, keep:].clone()
+        self.left = stop - keep
+        return chunk
+
+
 @dataclass
 class GridStreamState:
     """Per-stream state of the stack; ``reset()`` starts a new utterance with the same prompt.
 
-    ``tokens`` holds the tokens not rendered yet; ``mel_tail`` the mel the vocoder still needs: ``tail_left``
-    frames of left context, then the frames withheld from the last call.
+    ``tokens`` holds the tokens not rendered yet; ``flow`` and ``vocoder`` what the next hop continues.
     """
 
     prompt: ReferencePrompt
     schedule: StreamSchedule
     flow: GridFlowStream
+    vocoder: HopVocoder
     tokens: list[int] = field(default_factory=list)
     hop: int = 0
-    mel_tail: torch.Tensor | None = None  # (1, 80, tail_left + withheld)
-    tail_left: int = 0
     emitted: int = 0  # samples emitted so far
     consumed: int = 0  # tokens rendered so far
     finished: bool = False
@@ -105,8 +137,8 @@ class GridStreamState:
     def reset(self) -> None:
         self.tokens, self.emitted, self.consumed, self.finished = [], 0, 0, False
         self.hop = self.schedule.first(self.prompt.n_tokens)
-        self.mel_tail, self.tail_left = None, 0
         self.flow.reset()
+        self.vocoder.reset()
 
 
 class HiFiGANToken2Wav:
@@ -148,7 +180,8 @@ class HiFiGANToken2Wav:
                                   schedule.left_chunks)
         except ValueError as exc:
             raise Token2WavError(str(exc)) from None
-        state = GridStreamState(prompt, schedule, flow)
+        vocoder = HopVocoder(self.vocoder, self.config.left_frames, self.config.right_frames)
+        state = GridStreamState(prompt, schedule, flow, vocoder)
         state.reset()
         return state
 
@@ -227,19 +260,7 @@ class HiFiGANToken2Wav:
         return new
 
     def _vocode(self, state: GridStreamState, mel_new: torch.Tensor, final: bool) -> np.ndarray:
-        """Vocode the withheld and new frames; emit those whose right context is complete."""
-        mel = mel_new if state.mel_tail is None else torch.cat([state.mel_tail, mel_new], dim=2)
-        left, n = state.tail_left, mel.shape[2]
-        stop = n if final else max(left, n - self.config.right_frames)  # frames [left, stop) are emitted
-        if stop > left:
-            with torch.inference_mode():
-                wave = self.vocoder.vocode(mel)[0]  # (n * hop,)
-            chunk = wave[left * self.hop_samples: stop * self.hop_samples].float().numpy()
-        else:
-            chunk = np.zeros(0, np.float32)
-        keep = max(0, stop - self.config.left_frames)
-        state.mel_tail = None if final else mel[:, :, keep:].clone()
-        state.tail_left = stop - keep
+        chunk = state.vocoder.push(mel_new, final)
         state.emitted += chunk.shape[0]
         return chunk
 
