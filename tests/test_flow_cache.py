@@ -166,6 +166,7 @@ def test_bad_calls_fail_before_any_work(flow, inputs):
         fs.render([1] * 19 + [6561], [1, 2, 3])
     assert fs.position == 0  # nothing was rendered
     fs.render([1] * 5, final=True)
+    assert fs.held_positions == 0 and not fs.token_cache.tails  # a closed stream holds nothing
     with pytest.raises(FlowStreamError, match="closed"):
         fs.render([1] * 20, [1, 2, 3])
     with pytest.raises(FlowStreamError, match="prompt mel"):

@@ -62,6 +62,10 @@ class ChunkCache:
 
     # -- the call protocol ------------------------------------------------------------------------
 
+    def release(self) -> None:
+        """Free the held keys/values and tails (the stream is over; ``end`` stays)."""
+        self.keys, self.tails = [], []
+
     def begin(self, start: int, n: int) -> None:
         """A call adds positions ``start .. start+n-1`` (``start`` must be where the last call ended)."""
         if start != self.end or n < 1:
