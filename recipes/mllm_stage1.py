@@ -62,13 +62,12 @@ def main(argv: list[str] | None = None) -> FitResult:
         geometry = json.loads((Path(data_section.items) / FEATURES_FILE).read_text())
         objective = MLLMObjective(model, geometry["main_frames"], geometry["aux_frames"], stage.align_config())
         seed_everything(train.seed, info.rank)
-        seconds_per_frame = 0.04  # the main encoder's 25 Hz
         result = fit(
             objective, items, sequence_lengths(items, model.cfg.speech_encoder_ds_rate), collate_lists,
             lambda m, batch: m(batch), train, info, resume=args.resume, config=raw, stop_after=args.stop_after,
             shard_classes=(DecoderLayer,),
             batch_stats=lambda b: {"items": len(b["target_ids"]),
-                                   "audio_s": sum(len(m) for m in b["main"]) * seconds_per_frame},
+                                   "audio_s": float(sum(s.sum() for s in b["audio_s"]))},
             step_metrics=lambda m: m.last,
         )
         result.extra["params"] = trainable_summary(model)

@@ -20,6 +20,7 @@ from mgm_omni.training.lora import LoRALinear, apply_lora, merge_lora
 from mgm_omni.training.mllm_data import collate_lists, sequence_lengths
 from mgm_omni.training.mllm_setup import MLLMDataSection, MLLMModelSection, build_mllm, prepare_items
 from mgm_omni.training.shards import ShardDataset
+from mgm_omni.training.speechlm_rows import read_jsonl
 from mgm_omni.training.synthetic_corpus import write_char_tokenizer, write_synthetic_corpus
 
 from recipe_runner import CONFIGS, final_weights, losses, one_thread, run
@@ -53,7 +54,9 @@ def data(tmp_path_factory):
 def test_stage1_two_steps_pinned_only_the_projector_moves(data, tmp_path):
     res = run("mllm_stage1", "mllm_stage1_tiny", f"data.items={data / 'eight_items'}", f"train.out_dir={tmp_path}")
     assert losses(res) == pytest.approx(GOLDEN_STAGE1, rel=1e-4)
-    assert res.history[0]["loss_align"] > 0 and res.history[0]["audio_s"] > 0
+    rows = read_jsonl(data / "eight" / "manifest.jsonl")
+    seconds = sum(r["duration"] for r in rows) + rows[0]["duration"]  # + the chat turn about spk0-000
+    assert res.history[0]["loss_align"] > 0 and res.history[0]["audio_s"] == pytest.approx(seconds, rel=1e-5)
     init, _ = build_mllm(from_dict(MLLMModelSection, read_yaml(CONFIGS / "mllm_stage1_tiny.yaml", "model")))
     before, after = init.state_dict(), res.model.model.state_dict()
     moved = {k for k in before if not torch.equal(before[k], after[k])}

@@ -4,8 +4,8 @@ towers' features, computed once.
 Both stages keep the audio encoders frozen (spec §5), so their outputs are features of the data, not of the
 model: ``write_mllm_items`` runs the dual tower over each clip's 30 s windows (the real geometry; a tiny tower
 may use shorter windows) and stores ``main`` (n_windows * T_main, d_main) and ``aux`` (n_windows * T_aux,
-d_aux) next to ``prompt_ids`` and ``target_ids`` (the reply and ``<|im_end|>``). A sample without audio has
-zero-length features. ``features.json`` records the window geometry for the projector.
+d_aux) next to ``prompt_ids``, ``target_ids`` (the reply and ``<|im_end|>``) and ``audio_s`` (the clip's
+seconds, before window padding). A sample without audio has zero-length features. ``features.json`` records the window geometry for the projector.
 
 Sources: ASR items from corpus manifests (``instruction`` as the user text, the transcript as the reply) and
 instruction items from JSONL rows ``{"audio": path or null, "prompt": ..., "response": ...}`` (audio paths
@@ -80,15 +80,17 @@ def write_mllm_items(out_dir: str | os.PathLike, items: Iterable[MLLMItem], towe
         for item in items:
             prompt = mllm_prompt([("user", mllm_user_content(item.prompt, speech=item.audio is not None))],
                                  system_prompt)
+            seconds = 0.0
             if item.audio is not None:
                 wave, _ = load_audio(item.audio, sample_rate=16000, max_seconds=None)
                 main, aux = tower_features(tower, wave, dtype)
+                seconds = len(wave) / 16000
             else:  # a text-only turn
                 np_dtype = np.float16 if dtype == torch.float16 else np.float32
                 main, aux = np.zeros((0, dm), np_dtype), np.zeros((0, da), np_dtype)
             writer.add({"target_ids": np.asarray(tokenizer.encode(item.response) + [eos], dtype=np.int32),
                         "prompt_ids": np.asarray(tokenize_with_placeholders(prompt, tokenizer), dtype=np.int32),
-                        "main": main, "aux": aux})
+                        "main": main, "aux": aux, "audio_s": np.asarray([seconds], dtype=np.float32)})
             n += 1
     geometry = {"main_frames": tower.main_cfg.output_positions, "aux_frames": tower.aux_cfg.output_positions}
     (Path(out_dir) / FEATURES_FILE).write_text(json.dumps(geometry) + "\n", encoding="utf-8")

@@ -50,8 +50,9 @@ class MLLMObjective(nn.Module):
         if not any(windows):
             return [None] * len(main)
         dtype = proj.linear1.weight.dtype
-        x_main = torch.cat([m for m in main if len(m)]).to(dtype).unflatten(0, (-1, self.main_frames))
-        x_aux = torch.cat([a for a in aux if len(a)]).to(dtype).unflatten(0, (-1, self.aux_frames))
+        # cast before cat: CPU autocast cannot mix fp16 features into its bf16 casts
+        x_main = torch.cat([m.to(dtype) for m in main if len(m)]).unflatten(0, (-1, self.main_frames))
+        x_aux = torch.cat([a.to(dtype) for a in aux if len(a)]).unflatten(0, (-1, self.aux_frames))
         tokens = proj(x_main, x_aux)  # (total windows, T_main // k, H)
         out, at = [], 0
         for n in windows:

@@ -86,5 +86,5 @@ def parse_recipe_args(argv: Sequence[str] | None, description: str) -> RecipeArg
     parser.add_argument("--stop-after", type=int, default=None,
                         help="stop (with a checkpoint) after this many steps, before max_steps")
     parser.add_argument("overrides", nargs="*", help="section.key=value (YAML values), e.g. train.max_steps=10")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides before and after the options
     return RecipeArgs(args.config, args.resume, args.stop_after, list(args.overrides))
