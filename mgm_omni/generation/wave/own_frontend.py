@@ -83,6 +83,9 @@ class OwnFrontEnd:
     def __init__(self, model_dir: str | os.PathLike, spec: MouthSpec, config: ReferenceConfig | None = None) -> None:
         self.root, self.spec = Path(model_dir), spec
         self.config = config or ReferenceConfig(sample_rate=spec.reference_rate, xvector_dim=spec.xvector_dim)
+        if spec.reference_rate != 16000:
+            raise ReferenceAudioError(f"the unit tokenizer and GE2E read 16 kHz clips, the mouth declares "
+                                      f"reference_rate {spec.reference_rate}")
         self.grid = vocoder_grid(spec)
         if Fraction(float(self.grid.frames_per_token)) != self.grid.frames_per_token:
             raise ReferenceAudioError(f"frames per token {self.grid.frames_per_token} is not exact in binary; "
@@ -101,14 +104,18 @@ class OwnFrontEnd:
             self._speaker = load_ge2e(self.root / SPEAKER_DIR)
 
     def prompt(self, wave: torch.Tensor, sr: int, config: ReferenceConfig | None = None) -> Voice:
-        cfg = config or self.config
-        wave16k = prepare_reference_audio(wave, sr, cfg)
+        wave16k = prepare_reference_audio(wave, sr, config or self.config)
         self._load()
-        tokens = self._units(wave16k)[None]  # (1, L)
-        mel = log_mel(resample(wave16k, cfg.sample_rate, HIFIGAN_22K.sample_rate), HIFIGAN_22K).T  # (F, 80)
-        xvector = self._speaker.embed(wave16k)[None]  # (1, 256)
-        n = min(tokens.shape[1], self.grid.tokens_within(mel.shape[0]))
-        if n == 0:
-            raise ReferenceAudioError("reference audio gave no speech units")
-        return Voice(tokens[:, :n], mel[None, : self.grid.frames(n)].contiguous(), xvector,
-                     frames_per_token=float(self.grid.frames_per_token))
+        return own_prompt(wave16k, self._units, self._speaker, self.grid)
+
+
+def own_prompt(wave16k: torch.Tensor, units: WhisperUnitTokenizer, speaker: GE2EEncoder, grid: FrameGrid) -> Voice:
+    """The flow prompt of a checked 16 kHz clip: units, the HiFi-GAN mel cut to their grid frames, GE2E."""
+    tokens = units(wave16k)[None]  # (1, L)
+    mel = log_mel(resample(wave16k, 16000, HIFIGAN_22K.sample_rate), HIFIGAN_22K).T  # (F, 80)
+    xvector = speaker.embed(wave16k)[None]  # (1, 256)
+    n = min(tokens.shape[1], grid.tokens_within(mel.shape[0]))
+    if n == 0:
+        raise ReferenceAudioError("reference audio gave no speech units")
+    return Voice(tokens[:, :n], mel[None, : grid.frames(n)].contiguous(), xvector,
+                 frames_per_token=float(grid.frames_per_token))

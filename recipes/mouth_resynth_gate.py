@@ -1,0 +1,156 @@
+"""Recipe: the resynthesis gate of our own mouth's tokens -> wave half, scored by the Whisper-base judge.
+
+    python recipes/mouth_resynth_gate.py --config recipes/configs/mouth_gate.yaml [key=value ...]
+
+Before a SpeechLM is trained on a unit tokenizer, its units must carry the words: a clip cut to units and
+rendered back (flow + HiFi-GAN, nothing else) must stay intelligible. For every item of ``splits`` (dev
+speakers first; at most ``max_items`` per language, clips of at most ``max_seconds``):
+
+1. source: the judge's transcript of the clip itself;
+2. vocoder: HiFi-GAN V1 of the clip's own mel (what the vocoder alone loses);
+3. resynthesis: the clip's units -> the flow, prompted by another clip of the same speaker (its units, mel
+   and GE2E x-vector, as a voice is made) -> HiFi-GAN.
+
+Scores per language (EN WER, ZH CER), as the evaluation harness scores (``eval.metrics.score_transcript``:
+normalised text; errors capped at the reference length): corpus rate = capped errors / reference words.
+The gate passes when resynthesis <= ``ratio`` x source for every language. The report (JSON) lists every
+item and the totals; ``--limit N`` scores only N items per language (a smoke run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mgm_omni.audio import HIFIGAN_22K, load_audio, log_mel, resample
+from mgm_omni.eval.judges import get_judge, transcribe_long
+from mgm_omni.eval.metrics import score_transcript
+from mgm_omni.generation.wave.frame_grid import FrameGrid
+from mgm_omni.generation.wave.hifigan_stack import HiFiGANToken2Wav, load_flow, load_hifigan_vocoder
+from mgm_omni.generation.wave.own_frontend import load_ge2e, own_prompt
+from mgm_omni.models.unit_tokenizer import WhisperUnitTokenizer
+from mgm_omni.training.config import from_dict
+from mgm_omni.training.recipe_config import apply_overrides
+from mgm_omni.training.speechlm_rows import read_jsonl
+
+
+@dataclass
+class GateConfig:
+    """Inputs of the gate (paths relative to the working directory)."""
+
+    units: str  # unit_tokenizer.safetensors of recipes/speech_tokenizer.py
+    flow: str  # flow export folder of recipes/flow.py (flow_config.json + flow.safetensors)
+    manifests: list
+    out: str
+    ge2e: str | None = None  # a converted ge2e.safetensors folder; default: resemblyzer's pretrained.pt
+    splits: list = field(default_factory=lambda: ["dev_speakers", "dev"])
+    max_items: int = 20  # per language
+    max_seconds: float = 12.0
+    min_seconds: float = 1.5
+    judge: str = "whisper-base"
+    ratio: float = 1.5
+    threads: int = 1
+
+
+def speaker_encoder(cfg: GateConfig):
+    if cfg.ge2e is not None:
+        return load_ge2e(cfg.ge2e)
+    import importlib.util
+
+    from mgm_omni.models.ge2e import ge2e_from_resemblyzer
+
+    found = importlib.util.find_spec("resemblyzer")
+    if found is None:
+        raise SystemExit("no GE2E weights: set ge2e: (a folder with ge2e.safetensors) or install resemblyzer")
+    path = Path(list(found.submodule_search_locations)[0]) / "pretrained.pt"
+    return ge2e_from_resemblyzer(torch.load(path, map_location="cpu", weights_only=True)["model_state"])
+
+
+def pick_items(cfg: GateConfig) -> list[tuple[dict, dict]]:
+    """(item, prompt item of the same speaker) pairs, dev speakers first, per language up to ``max_items``."""
+    rows = []
+    for manifest in cfg.manifests:
+        for row in read_jsonl(manifest):
+            if row.get("split") in cfg.splits and row.get("kind", "utterance") == "utterance":
+                rows.append({**row, "path": str(Path(manifest).parent / row["audio"])})
+    rows.sort(key=lambda r: (cfg.splits.index(r["split"]), r["id"]))
+    by_speaker = defaultdict(list)
+    for r in rows:
+        by_speaker[r["speaker"]].append(r)
+    picked, count = [], defaultdict(int)
+    for r in rows:
+        if not cfg.min_seconds <= r["duration"] <= cfg.max_seconds or count[r["lang"]] >= cfg.max_items:
+            continue
+        prompt = next((p for p in by_speaker[r["speaker"]] if p["id"] != r["id"] and p["duration"] >= 3.0), None)
+        if prompt is not None:
+            picked.append((r, prompt))
+            count[r["lang"]] += 1
+    return picked
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--limit", type=int, default=None, help="items per language (a smoke run)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    args = parser.parse_args(argv)
+    import yaml
+
+    raw = apply_overrides(yaml.safe_load(Path(args.config).read_text()), args.overrides)
+    cfg = from_dict(GateConfig, raw)
+    if args.limit is not None:
+        cfg.max_items = args.limit
+    torch.set_num_threads(cfg.threads)
+
+    units = WhisperUnitTokenizer.from_file(cfg.units)
+    flow, vocoder = load_flow(cfg.flow), load_hifigan_vocoder(cfg.flow)
+    grid = FrameGrid.for_rates(22050, 256, 25.0, flow.config.encoder.static_chunk_size)
+    t2w, ge2e = HiFiGANToken2Wav(flow, vocoder, grid), speaker_encoder(cfg)
+    judge = get_judge(cfg.judge, threads=cfg.threads)
+
+    records, started = [], time.perf_counter()
+    for item, prompt_item in pick_items(cfg):
+        wave16, _ = load_audio(item["path"], sample_rate=16000)
+        prompt = own_prompt(load_audio(prompt_item["path"], sample_rate=16000)[0], units, ge2e, grid)
+        waves = {"source": wave16}
+        wave22 = resample(wave16, 16000, 22050)
+        with torch.inference_mode():
+            waves["vocoder"] = resample(vocoder.vocode(log_mel(wave22, HIFIGAN_22K)[None])[0], 22050, 16000)
+        waves["resynthesis"] = resample(torch.from_numpy(t2w.render(prompt, units(wave16).tolist())), 22050, 16000)
+        rec = {"id": item["id"], "speaker": item["speaker"], "lang": item["lang"], "split": item["split"],
+               "text": item["text"], "prompt_id": prompt_item["id"]}
+        for name, wave in waves.items():
+            hyp = transcribe_long(judge, np.asarray(wave, dtype=np.float32), item["lang"]).text
+            score = score_transcript(hyp, item["text"], None, item["lang"])
+            rec[name] = {"hyp": hyp, "errors": min(score.errors, score.word_count), "words": score.word_count}
+        records.append(rec)
+        print(f"{rec['id']} [{rec['lang']}] " + " ".join(
+            f"{k} {rec[k]['errors']}/{rec[k]['words']}" for k in waves), file=sys.stderr)
+
+    totals = {}
+    for lang in sorted({r["lang"] for r in records}):
+        mine = [r for r in records if r["lang"] == lang]
+        rates = {k: sum(r[k]["errors"] for r in mine) / max(1, sum(r[k]["words"] for r in mine))
+                 for k in ("source", "vocoder", "resynthesis")}
+        totals[lang] = {**rates, "items": len(mine),
+                        "passes": rates["resynthesis"] <= cfg.ratio * max(rates["source"], 1e-9)}
+    report = {"config": raw, "totals": totals, "seconds": round(time.perf_counter() - started, 1),
+              "passes": bool(totals) and all(t["passes"] for t in totals.values()), "items": records}
+    Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(cfg.out).write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    return report
+
+
+if __name__ == "__main__":
+    r = main()
+    for lang, t in r["totals"].items():
+        print(f"{lang}: source {t['source']:.3f}  vocoder {t['vocoder']:.3f}  resynthesis {t['resynthesis']:.3f}  "
+              f"({t['items']} items) {'PASS' if t['passes'] else 'FAIL'}", file=sys.stderr)
