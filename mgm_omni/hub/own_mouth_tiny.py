@@ -91,10 +91,18 @@ def _randomise(module: torch.nn.Module, seed: int, scale: float = 1.0) -> torch.
 
 def build_tiny_own_mouth(out: str | os.PathLike, seed: int = 0) -> Path:
     """Write the tiny random own mouth into ``out`` (parts made in a sibling folder, then assembled)."""
-    from mgm_omni.text.phoneme_tokenizer import PhonemeG2P, PhonemeTokenizer, base_vocab_size
-
     out = Path(out)
     work = out.with_name(out.name + ".parts")
+    root = assemble_own_mouth(out, write_tiny_parts(work, seed))
+    shutil.rmtree(work, ignore_errors=True)
+    return root
+
+
+def write_tiny_parts(work: str | os.PathLike, seed: int = 0) -> OwnMouthParts:
+    """Write the tiny parts, as the recipes would export them, into ``work``."""
+    from mgm_omni.text.phoneme_tokenizer import PhonemeG2P, PhonemeTokenizer, base_vocab_size
+
+    work = Path(work)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     g2p = PhonemeG2P()
@@ -129,10 +137,7 @@ def build_tiny_own_mouth(out: str | os.PathLike, seed: int = 0) -> Path:
     save_file({k: v.contiguous() for k, v in ge2e.state_dict().items()}, str(work / "ge2e.safetensors"))
 
     sf.write(str(work / "voice.wav"), reference_clip(seed=seed).numpy(), 16000, subtype="FLOAT")
-    parts = OwnMouthParts(speechlm=work / "speechlm", text=work / "text", units=work / "units.safetensors",
+    return OwnMouthParts(speechlm=work / "speechlm", text=work / "text", units=work / "units.safetensors",
                           flow=work / "flow", voice_audio=work / "voice.wav", voice_text=SENTENCES[0],
                           ge2e=work / "ge2e.safetensors", hifigan=work / "hifigan",
                           voice_description="a synthetic test tone of the tiny random own mouth")
-    root = assemble_own_mouth(out, parts)
-    shutil.rmtree(work, ignore_errors=True)
-    return root

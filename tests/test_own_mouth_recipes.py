@@ -1,0 +1,64 @@
+"""The own-mouth recipes on tiny parts: the assembly renders its voice with an allowed voice only, and the card
+carries the retrain commands and the gate's scores."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+sys.path.insert(0, str(RECIPES))
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory):
+    from mgm_omni.hub.own_mouth_tiny import write_tiny_parts
+
+    try:
+        return write_tiny_parts(tmp_path_factory.mktemp("own") / "parts")
+    except Exception as exc:
+        if "espeak" in str(exc).lower():
+            pytest.skip(f"G2P unavailable: {exc}")
+        raise
+
+
+def _config(tmp_path, parts, **voice):
+    gate = tmp_path / "gate.json"
+    gate.write_text(json.dumps({"totals": {"en": {"source": 0.1, "vocoder": 0.1, "resynthesis": 0.12, "items": 3,
+                                                  "passes": True}}}))
+    cfg = {"out": str(tmp_path / "mouth"), "speechlm": str(parts.speechlm), "text": str(parts.text),
+           "units": str(parts.units), "flow": str(parts.flow), "ge2e": str(parts.ge2e), "hifigan": str(parts.hifigan),
+           "gate_report": str(gate), "voice": {"text": "The birch canoe slid on the smooth planks.", **voice}}
+    path = tmp_path / "mouth.yaml"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+def test_assembly_renders_an_allowed_voice_and_writes_the_card(tmp_path, parts):
+    if shutil.which("flite") is None:
+        pytest.skip("flite is not installed (apt-get install flite)")
+    import mouth_assemble
+
+    root = mouth_assemble.main(["--config", str(_config(tmp_path, parts, engine_voice="flite:rms"))])
+    voice = json.loads((root / "voice" / "voice.json").read_text())
+    assert voice["description"].startswith("flite:rms reading") and voice["seconds"] > 2
+    card = (root / "MODEL_CARD.md").read_text()
+    assert "mgm-omni train flow --config recipes/configs/flow_small.yaml" in card
+    assert "| en | 0.100 | 0.100 | 0.120 | 3 | pass |" in card
+    from mgm_omni.checkpoint.manifest import verify_checksums
+
+    assert verify_checksums(root) > 10
+
+
+def test_a_voice_reserved_for_evaluation_is_refused(tmp_path, parts):
+    import mouth_assemble
+
+    from mgm_omni.data.voices import VoiceError
+
+    with pytest.raises(VoiceError, match="reserved for evaluation"):
+        mouth_assemble.main(["--config", str(_config(tmp_path, parts, engine_voice="flite:slt"))])
+    assert not (tmp_path / "mouth").exists()
