@@ -136,3 +136,20 @@ def test_parts_that_do_not_fit_are_named(mouth, tmp_path):
         load_hifigan_stack(mouth / "token2wav", MouthSpec.from_dict({**spec.to_dict(), "stream_grid": 25}))
     with pytest.raises(CheckpointError, match="reads 32 codes but the SpeechLM writes 64"):
         load_hifigan_stack(mouth / "token2wav", MouthSpec.from_dict({**spec.to_dict(), "speech_codes": 64}))
+
+
+def test_a_clip_without_transcript_is_transcribed_when_a_transcriber_is_given(mouth, tmp_path):
+    import soundfile as sf
+
+    from mgm_omni.generation.pipeline import TTSPipeline
+    from mgm_omni.generation.voice import VoiceError
+    from mgm_omni.hub.own_mouth_tiny import reference_clip
+
+    clip = tmp_path / "clip.wav"
+    sf.write(str(clip), reference_clip(4.0, seed=3).numpy(), 16000)
+    heard = []
+    pipe = TTSPipeline.load(mouth, ref_audio=clip, max_rows=8,
+                            transcriber=lambda wave: heard.append(wave.shape[0]) or "What the clip says.")
+    assert pipe.voice.text == "What the clip says." and heard == [64000]
+    with pytest.raises(VoiceError, match="--ref-text"):
+        TTSPipeline.load(mouth, ref_audio=clip)

@@ -24,6 +24,7 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
+from mgm_omni.audio import load_audio
 from mgm_omni.checkpoint import CheckpointError
 from mgm_omni.checkpoint.manifest import verify_checksums
 from mgm_omni.config.mouth import MouthSpec
@@ -35,6 +36,7 @@ from mgm_omni.generation.voice import Voice, VoiceError, shipped_voice
 from mgm_omni.generation.wave.assets import find_cosyvoice_dir, load_token2wav
 from mgm_omni.generation.wave.frontends import voice_frontend
 from mgm_omni.generation.wave.hifigan_stack import load_hifigan_stack
+from mgm_omni.generation.wave.ref_transcript import transcribe_reference
 from mgm_omni.generation.wave.token2wav import StreamSchedule, Token2Wav
 
 log = logging.getLogger(__name__)
@@ -105,14 +107,16 @@ class TTSPipeline:
              ref_text: str | None = None, cosyvoice_path: str | os.PathLike | None = None,
              dtype: str | None = None, device: str = "cpu", temperature: float = 0.3, top_k: int = 50,
              top_p: float = 1.0, max_rows: int = 8192, seed: int | None = 0,
-             reference: Voice | tuple | None = None, quantize: str | None = None) -> TTSPipeline:
+             reference: Voice | tuple | None = None, quantize: str | None = None,
+             transcriber: Callable[[torch.Tensor], str] | None = None) -> TTSPipeline:
         """Load a mouth directory (resolve names with ``mgm_omni.hub.resolve_mouth`` first) with its speech decoder.
 
         The voice is ``voice`` (``reference``, an older name, also takes a (prompt, transcript) pair), else the
         clip ``ref_audio`` with its transcript ``ref_text`` through the model's own reference front-end, else
         the voice the model ships (``MouthSpec.default_voice``). A missing clip or transcript is reported
         before anything loads. ``dtype`` defaults to the mouth's; ``quantize="int8"``: int8 weight-only
-        SpeechLM layers (a CPU speed mode, see ``cpu_linear``).
+        SpeechLM layers (a CPU speed mode, see ``cpu_linear``). ``transcriber`` (16 kHz wave -> text, see
+        ``wave.ref_transcript.reference_transcriber``) writes the transcript of a clip given without one.
         """
         root = Path(model_dir)
         if not (root / "config.json").is_file():
@@ -122,13 +126,15 @@ class TTSPipeline:
         if voice is None and ref_audio is not None:
             if not Path(ref_audio).is_file():
                 raise FileNotFoundError(f"reference audio not found: {ref_audio}")
-            if not ref_text or not ref_text.strip():
+            if (not ref_text or not ref_text.strip()) and transcriber is None:
                 raise VoiceError("pass the transcript of the reference clip (--ref-text) with --ref-audio")
         spec = MouthSpec.from_dir(root, cosyvoice_path)
         sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p)
         config = DecodeConfig(sampling=sampling, max_new_rows=max_rows, seed=seed)
         generator, token2wav = load_mouth(root, config, dtype, device, quantize, cosyvoice_path)
         if voice is None and ref_audio is not None:
+            if not ref_text or not ref_text.strip():
+                ref_text = transcribe_reference(load_audio(ref_audio, sample_rate=16000)[0], transcriber)
             voice = Voice.from_audio(ref_audio, ref_text, voice_frontend(spec, root, cosyvoice_path))
         if voice is None:
             voice = shipped_voice(root, spec)
