@@ -17,7 +17,15 @@ from mgm_omni.generation.speech.layout import ChunkRules
 from mgm_omni.models.speech_lm import SpeechLM, random_speech_lm
 from mgm_omni.text import load_text_frontend
 from mgm_omni.training.config import read_yaml
-from mgm_omni.training.speechlm_rows import SequenceSpec, choose_references, read_jsonl, write_sequences
+from mgm_omni.generation.speech.layout import split_chunks
+from mgm_omni.training.speechlm_rows import (
+    SequenceSpec,
+    choose_references,
+    plan_chunks,
+    read_jsonl,
+    segment_ids,
+    write_sequences,
+)
 from mgm_omni.training.synthetic_corpus import write_char_tokenizer, write_synthetic_corpus
 from mgm_omni.training.unit_shards import read_units
 
@@ -42,6 +50,20 @@ def corpus(tmp_path_factory):
                              read_units(root / "corpus" / "units"), pairs, spec)
     assert counts["written"] == 2
     return root
+
+
+def test_planned_chunks_are_the_chunks_decoding_makes(corpus):
+    frontend = load_text_frontend(corpus / "tok", "own-bpe")
+    spec = SequenceSpec(ChunkRules(sentence_min_text=8, max_text=40))
+    units = read_units(corpus / "corpus" / "units")
+    longform = [r for r in read_jsonl(corpus / "corpus" / "manifest.jsonl") if r["kind"] == "longform"]
+    for item in longform:
+        planned = plan_chunks(segment_ids(item, frontend), len(units[item["id"]]), spec)
+        texts = [ids[1:] if frontend.is_skippable(ids[0]) else ids for ids, _ in planned]
+        assert len(planned) > 1 and texts == split_chunks(frontend.encode(item["text"]), spec.rules, frontend)
+        spans = [span for _, span in planned]
+        assert spans[0][0] == 0 and spans[-1][1] == len(units[item["id"]])
+        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))  # every unit in exactly one chunk
 
 
 def _args(corpus, out, shards="rows"):

@@ -10,8 +10,9 @@ item of the same speaker (a ``pairs.jsonl`` entry, or another item of the speake
    time span (chunk boundaries cut the unit stream half-way between two sentences);
 3. rows and labels from :meth:`~mgm_omni.generation.speech.layout.RowLayout.sequence`.
 
-Items that cannot be laid out (a sentence longer than a chunk, text needing more rows than its speech gives
-without a ``filler`` unit, a sequence over ``max_rows``) are skipped and counted by reason.
+Pairs that cannot be laid out (a sentence longer than a chunk, text needing more rows than its speech gives
+without a ``filler`` unit, a reference over ``max_reference_units``, a sequence over ``max_rows``) are skipped
+and counted by reason.
 Sequences are written as ``rows`` / ``labels`` (T, 1 + k) int32 shards (:class:`~mgm_omni.training.shards.ShardWriter`).
 """
 
@@ -57,7 +58,7 @@ class SequenceSpec:
     max_reference_units: int = 375  # 15 s at 25 Hz
 
 
-def _segment_ids(item: dict, frontend) -> list[tuple[list[int], float, float]]:
+def segment_ids(item: dict, frontend) -> list[tuple[list[int], float, float]]:
     """(text ids, start s, end s) per sentence; an utterance is one sentence spanning the whole clip."""
     segments = item.get("segments") or []
     if not segments:
@@ -98,11 +99,13 @@ def build_sequence(layout: RowLayout, frontend, cfg: SpeechLMConfig, target: dic
                    reference: dict, reference_units: np.ndarray, spec: SequenceSpec
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows and labels (T, 1 + k) of one voice-cloned target (see the module docstring)."""
-    refs = [int(u) for u in reference_units[: spec.max_reference_units]]
+    if len(reference_units) > spec.max_reference_units:  # its transcript would not fit the cut units
+        raise LayoutError(f"reference of {len(reference_units)} units exceeds max_reference_units")
+    refs = [int(u) for u in reference_units]
     prompt = omni_prompt_rows(frontend, cfg, reference["text"], refs, delay_rows=layout.delay_rows)
     units = [int(u) for u in target_units]
     chunks = []
-    for ids, (a, b) in plan_chunks(_segment_ids(target, frontend), len(units), spec):
+    for ids, (a, b) in plan_chunks(segment_ids(target, frontend), len(units), spec):
         while ids and frontend.is_skippable(ids[0]):  # decoding drops them at a chunk start
             ids = ids[1:]
         chunks.append((ids, units[a:b]))
