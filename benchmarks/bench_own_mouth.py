@@ -104,7 +104,7 @@ def timed(fn, reps: int = 1) -> float:
 
 def measure(root: Path, seconds: float) -> dict:
     from mgm_omni.generation.pipeline import TTSPipeline
-    from mgm_omni.generation.wave.hifigan_stack import HopVocoder
+    from mgm_omni.generation.wave.hop_vocoder import HopVocoder
     from mgm_omni.generation.wave.regulated_flow import GridFlowStream, grid_mel
 
     rows = int(seconds * 25 / 4) + 8

@@ -98,7 +98,8 @@ def test_universal_hifigan_streams_as_one_call():
     """With 12 frames of context on each side the streamed wave equals one vocoder call (real weights)."""
     _hifigan_dir()
     from mgm_omni.audio import HIFIGAN_22K, log_mel, resample
-    from mgm_omni.generation.wave.hifigan_stack import HopVocoder, load_hifigan_vocoder
+    from mgm_omni.generation.wave.hifigan_stack import load_hifigan_vocoder
+    from mgm_omni.generation.wave.hop_vocoder import HopVocoder
     from mgm_omni.hub.own_mouth_tiny import reference_clip
 
     vocoder = load_hifigan_vocoder("/nonexistent")  # no hifigan.safetensors there: the universal weights

@@ -8,11 +8,8 @@ interface of :class:`~mgm_omni.generation.wave.token2wav.Token2Wav` (``start``/`
 
 * the flow is always the cached chunk-causal stream (:class:`GridFlowStream`); the first hop is one small
   hop on the flow's chunk grid (prompt + hop a multiple of it), later hops grow to ``max_hop``;
-* HiFi-GAN is not causal: each call vocodes its new frames with ``left_frames`` of earlier mel in front
-  and withholds its last ``right_frames`` until the next call brings their right context. With both at
-  12 frames (about the generator's receptive field) the seams equal one offline vocoder call to 4e-5
-  (measured on a corpus clip with the universal weights), so no cross-fade is needed; 8 frames and a
-  4-frame Hann cross-fade left errors of 0.2.
+* HiFi-GAN is not causal: it continues across hops with context on both sides
+  (:class:`~mgm_omni.generation.wave.hop_vocoder.HopVocoder`), so the seams equal one offline call.
 
 Files of the stack folder (``MouthSpec.token2wav_dir``): ``flow_config.json`` + ``flow.safetensors`` (as
 ``recipes/flow.py`` exports them), optionally ``stack.json`` (:class:`HiFiGANStackConfig`), and optionally
@@ -36,6 +33,7 @@ from mgm_omni.checkpoint import CheckpointError, load_into, load_state_dict
 from mgm_omni.checkpoint.manifest import sha256_file
 from mgm_omni.config.mouth import MouthSpec
 from mgm_omni.generation.wave.frame_grid import FrameGrid
+from mgm_omni.generation.wave.hop_vocoder import HopVocoder
 from mgm_omni.generation.wave.regulated_flow import GridFlowStream, grid_mel
 from mgm_omni.generation.wave.stream_state import ReferencePrompt, StreamSchedule, Token2WavError
 from mgm_omni.models.flow import CausalFlow
@@ -81,40 +79,6 @@ class HiFiGANStackConfig:
         if unknown:
             raise CheckpointError(f"{path}: unknown key(s) {unknown} (known: {sorted(names)})")
         return cls(**data)
-
-
-class HopVocoder:
-    """HiFi-GAN continuing across hops (typed stream state; ``reset()`` starts over).
-
-    Each :meth:`push` vocodes the withheld and new frames with ``left_frames`` of earlier mel in front and
-    emits all but the last ``right_frames`` (their right context comes with the next push; the final push
-    emits everything). With both at least the generator's receptive field the emitted wave is one call's.
-    """
-
-    def __init__(self, vocoder: HiFiGANGenerator, left_frames: int, right_frames: int) -> None:
-        self.vocoder, self.left_frames, self.right_frames = vocoder, left_frames, right_frames
-        self.hop = vocoder.cfg.hop_size
-        self.reset()
-
-    def reset(self) -> None:
-        self.mel: torch.Tensor | None = None  # (1, 80, left + withheld): what the next push still needs
-        self.left = 0  # frames of ``mel`` already emitted (left context only)
-
-    @torch.inference_mode()
-    def push(self, mel_new: torch.Tensor, final: bool = False) -> np.ndarray:
-        """(1, 80, f) new frames -> float32 samples of the frames whose right context is complete."""
-        mel = mel_new if self.mel is None else torch.cat([self.mel, mel_new], dim=2)
-        left, n = self.left, mel.shape[2]
-        stop = n if final else max(left, n - self.right_frames)  # frames [left, stop) are emitted
-        if stop > left:
-            wave = self.vocoder.vocode(mel)[0]  # (n * hop,)
-            chunk = wave[left * self.hop: stop * self.hop].float().numpy()
-        else:
-            chunk = np.zeros(0, np.float32)
-        keep = max(0, stop - self.left_frames)
-        self.mel = None if final else mel[:, :, keep:].clone()
-        self.left = stop - keep
-        return chunk
 
 
 @dataclass
