@@ -100,6 +100,4 @@ def main(argv: list[str] | None = None) -> FitResult:
 
 
 if __name__ == "__main__":
-    res = main()
-    last = res.history[-1] if res.history else {}
-    print(f"step {res.state.step}: loss {last.get('loss', float('nan')):.4f}", file=sys.stderr)
+    print(main().summary(), file=sys.stderr)

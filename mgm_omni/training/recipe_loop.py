@@ -37,6 +37,11 @@ class FitResult:
     resumed_from: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def summary(self) -> str:
+        """``step N: loss X`` of the last step (the line a recipe prints when it ends)."""
+        last = self.history[-1] if self.history else {}
+        return f"step {self.state.step}: loss {last.get('loss', float('nan')):.4f}"
+
 
 def fit(
     model: nn.Module,
