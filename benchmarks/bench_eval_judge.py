@@ -22,6 +22,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from _machine import describe_cpu
 from mgm_omni.eval.options import EvalOptions
 from mgm_omni.eval.runner import compare, run
 from mgm_omni.eval.scoring import ScoreConfig, Scorer
@@ -55,6 +56,7 @@ def main() -> None:
     ap.add_argument("--voices", nargs="+", default=["slt", "rms"])
     args = ap.parse_args()
     torch.set_num_threads(1)
+    print(f"CPU: {describe_cpu()}; 1 thread")
     root = Path(args.out or tempfile.mkdtemp(prefix="bench_eval_"))
     rng = np.random.default_rng(0)
     data = root / "data"

@@ -38,6 +38,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _machine import describe_cpu  # noqa: E402
 from mgm_omni.audio import whisper_features  # noqa: E402
 from mgm_omni.generation.mllm.long_audio import encode_long_audio  # noqa: E402
 from mgm_omni.models.audio_encoder import AudioEncoderConfig, DualAudioTower  # noqa: E402
@@ -113,6 +114,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(int(args.child[0]), args.child[1], args.out_dim, args.batch_windows)))
         return
+    print(f"CPU: {describe_cpu()}")
     print(f"tiny random dual tower (d_model 16), out_dim {args.out_dim}, batch_windows {args.batch_windows}, "
           f"1 thread")
     print(f"{'audio':>7} {'mode':>14} {'windows':>7} {'tokens':>7} {'time s':>8} {'RTF':>7} "

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from _machine import describe_cpu
 from mgm_omni.audio import load_audio
 from mgm_omni.training.config import read_yaml
 from mgm_omni.training.flow_data import write_flow_items
@@ -33,19 +34,6 @@ from mgm_omni.training.synthetic_corpus import write_char_tokenizer, write_synth
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "recipes" / "configs"
 TEXT_SIZE = 102  # the character tokenizer
-
-
-def cpu_description() -> str:
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    name, flags = "unknown CPU", set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name" and name == "unknown CPU":
-            name = value.strip()
-        elif key.strip() == "flags" and not flags:
-            flags = set(value.split())
-    wanted = ["avx2", "avx512f", "avx512_bf16", "amx_bf16"]
-    return f"{name} ({' '.join(f'{f}={chr(121) if f in flags else chr(110)}' for f in wanted)})"
 
 
 class SpeakerStub:
@@ -168,7 +156,7 @@ def main() -> None:
         write_synthetic_corpus(corpus / "corpus", speakers=4, items_per_speaker=6, longform_per_speaker=1)
         rows = bench_tokenizer(corpus, args.steps) if "speech_tokenizer" in stages else []
         rows += run_recipes([s for s in stages if s != "speech_tokenizer"], corpus, args.steps)
-    print(f"\n{cpu_description()}, torch {torch.__version__}, {args.threads} thread(s)")
+    print(f"\nCPU: {describe_cpu()}; torch {torch.__version__}, {args.threads} thread(s)")
     print("| recipe | config | params | precision | step (median) | samples/s | audio-s/s | vs fp32 |")
     print("|---|---|---|---|---|---|---|---|")
     fp32 = {(r[0], r[1]): r[5] for r in rows if r[3] == "fp32"}

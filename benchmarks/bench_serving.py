@@ -26,6 +26,8 @@ from pathlib import Path
 
 import httpx
 
+from _machine import describe_cpu
+
 TEXTS = ["Hello there, this is a load test.", "A second sentence, a little longer than the first one.",
          "Short one.", "Numbers like 42 and 7 are read aloud.", "The last text of the rotation."]
 
@@ -149,6 +151,7 @@ def main() -> None:
     port = free_port()
     proc = start_server(args, port, cache)
     url = f"http://127.0.0.1:{port}"
+    print(f"CPU: {describe_cpu()}")
     try:
         print(f"server pid {proc.pid}, RSS {rss_mb(proc.pid):.0f} MB after start; tiny model, max_rows "
               f"{args.max_rows}, greedy, {args.threads} torch thread(s)")

@@ -57,6 +57,7 @@ import torch.nn.functional as F  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _machine import describe_cpu  # noqa: E402
 from mgm_omni.config import SpeechLMConfig  # noqa: E402
 from mgm_omni.text import BPEFrontEnd  # noqa: E402
 from mgm_omni.generation.speech.chunked_decode import ChunkedDecoder, DecodeConfig  # noqa: E402
@@ -289,26 +290,11 @@ def build_natives(models: dict[int, SpeechLM], step: str) -> dict[int, object] |
     return {k: NativeStep(m, "int8" if step == "native-int8" else None) for k, m in models.items()}
 
 
-def cpu_name() -> str:
-    model, flags = "unknown CPU", ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model == "unknown CPU":
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags") and not flags:
-                have = set(line.split(":", 1)[1].split())
-                flags = " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
-                                 if f in have)
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores, {flags}"
-
-
 def choose(sizes: list[str], threads_list: list[int], quantize: str | None) -> None:
     """Time every candidate decode step as the step choice does; print them, the choice and the bound."""
     from mgm_omni.generation.speech.step_choice import choose_step
 
-    print(f"CPU: {cpu_name()}")
+    print(f"CPU: {describe_cpu()}")
     for size in sizes:
         dtype = DTYPES[size]
         model = build_pair(size, dtype)[4]

@@ -14,6 +14,7 @@ import time
 
 import torch
 
+from _machine import describe_cpu
 from mgm_omni.hub.tiny_mouth import COSYVOICE_YAML
 from mgm_omni.config.cosyvoice import CosyVoice2Config, read_hyperpyyaml
 from mgm_omni.hub.tiny_mouth import builtin_voice
@@ -96,6 +97,7 @@ def main() -> None:
                         help="streaming schedules to time (the full-size 60 s official run alone takes minutes)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    print(f"CPU: {describe_cpu()}")
     print(f"threads={args.threads}; {FULL_YAML_NOTE}; reference prompt 100 tokens (4 s)")
     for size in args.sizes:
         for seconds in args.seconds:

@@ -5,20 +5,20 @@
 Trains a small pre-norm transformer LM (token embedding, ``--layers`` encoder layers, LM head) on synthetic
 variable-length sequences through the real pieces: bucketed sampler, DataLoader (no workers), ``train_step``
 with AdamW, cosine schedule and clipping. Prints steps/s, samples/s and tokens/s per setting (from the median step time), then the
-ratios bf16/fp32 and 2/1 threads, with the CPU's name and its avx2 / avx512f / avx512_bf16 / amx flags.
+ratios bf16/fp32 and 2/1 threads, with the CPU line of ``_machine.describe_cpu`` (name, cores, AVX2 / AVX-512 / AMX).
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from _machine import describe_cpu
 from mgm_omni.training.config import LoaderConfig
 from mgm_omni.training.loader import PadCollate, build_loader
 from mgm_omni.training.loop import TrainState, batch_stream, train_step
@@ -27,20 +27,6 @@ from mgm_omni.training.sampler import BucketedBatchSampler
 from mgm_omni.training.schedule import build_scheduler
 
 VOCAB = 2048
-
-
-def cpu_description() -> str:
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    name, flags = "unknown CPU", set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name" and name == "unknown CPU":
-            name = value.strip()
-        elif key.strip() == "flags" and not flags:
-            flags = set(value.split())
-    wanted = ["avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"]
-    shown = " ".join(f"{f}={'yes' if f in flags else 'no'}" for f in wanted)
-    return f"{name} ({shown})"
 
 
 class TinyLM(nn.Module):
@@ -120,7 +106,7 @@ def main() -> None:
     ap.add_argument("--max-len", type=int, default=128)
     args = ap.parse_args()
     n_params = sum(p.numel() for p in TinyLM(args.d_model, args.layers).parameters())
-    print(f"CPU: {cpu_description()}")
+    print(f"CPU: {describe_cpu()}")
     print(
         f"torch {torch.__version__}; model {n_params / 1e6:.2f} M params; {args.accum} x {args.max_tokens} "
         f"padded tokens per step; {args.steps} timed steps after {args.warmup}"
