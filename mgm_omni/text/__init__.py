@@ -34,7 +34,8 @@ from .rules import (
     is_skippable,
     load_t2s_converter,
 )
-from .tokenizer import AUDIO_END, AUDIO_SEP, AUDIO_START, ENDOFTEXT, IM_END, IM_START, Tokenizer
+from .token_ids import AUDIO_END, AUDIO_SEP, AUDIO_START, ENDOFTEXT, IM_END, IM_START
+from .tokenizer import Tokenizer
 
 __all__ = [
     "BPEFrontEnd",

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from .errors import PromptError
 from .rules import contains_cjk
-from .tokenizer import AUDIO_END, AUDIO_START, IM_END, IM_START, Tokenizer
+from .token_ids import AUDIO_END, AUDIO_START, IM_END, IM_START
+from .tokenizer import Tokenizer
 
 SPEECH_PLACEHOLDER = "<speech>"
 IMAGE_PLACEHOLDER = "<image>"

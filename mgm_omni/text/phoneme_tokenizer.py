@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import json
-import operator
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -28,7 +27,7 @@ from .errors import TokenizerError
 from .g2p import G2P, ENGLISH_INVENTORY, MANDARIN_INVENTORY, G2PConfig, Word, display
 from .normalize import PUNCTUATION
 from .rules import is_sentence_end, is_skippable
-from .tokenizer import AUDIO_END, AUDIO_SEP, AUDIO_START, ENDOFTEXT, IM_END, IM_START
+from .token_ids import AUDIO_END, AUDIO_SEP, AUDIO_START, ENDOFTEXT, IM_END, IM_START, TokenIds
 
 WORD_START = "▁"
 SPECIALS_FIRST = (ENDOFTEXT, IM_END, IM_START)
@@ -99,7 +98,7 @@ class PhonemeG2P:
         return units_to_string(self.g2p(text))
 
 
-class PhonemeTokenizer:
+class PhonemeTokenizer(TokenIds):
     """Text <-> ids through G2P + phoneme BPE, with the per-id rules of the chunk schedule.
 
     ``encode(text)`` phonemises; ``tokenize(markup)`` reads an already prepared string or chat markup
@@ -193,9 +192,6 @@ class PhonemeTokenizer:
     def g2p_info(self) -> dict:
         return self.g2p.g2p.info
 
-    def __len__(self) -> int:
-        return self._size
-
     @property
     def vocab_size(self) -> int:
         return self._size
@@ -223,43 +219,12 @@ class PhonemeTokenizer:
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
         """Phonemes of ``ids``: words start with a space, marks attach (``" həlˈoʊ, wˈɜːld."``)."""
-        try:
-            ids = [operator.index(i) for i in ids]
-        except TypeError as exc:
-            raise TokenizerError(f"decode expects integer ids ({exc})") from None
-        bad = [i for i in ids if not 0 <= i < self._size]
-        if bad:
-            raise TokenizerError(f"token id {bad[0]} is out of range [0, {self._size})")
+        ids = self.checked_ids(ids)
         return "".join(self._texts[i] for i in ids if not (skip_special_tokens and i in self._specials))
-
-    def token_to_id(self, token: str) -> int:
-        idx = self.backend.token_to_id(token)
-        if idx is None:
-            raise TokenizerError(f"token {token!r} is not in this tokenizer")
-        return idx
 
     def id_to_token(self, idx: int) -> str:
         """Readable form of one id (``▁həl``, ``.``, ``<|im_end|>``)."""
-        token = self.backend.id_to_token(operator.index(idx)) if 0 <= idx < self._size else None
-        if token is None:
-            raise TokenizerError(f"token id {idx} is out of range [0, {self._size})")
-        return _readable(token)
-
-    @property
-    def im_start_id(self) -> int:
-        return self.token_to_id(IM_START)
-
-    @property
-    def audio_start_id(self) -> int:
-        return self.token_to_id(AUDIO_START)
-
-    @property
-    def audio_end_id(self) -> int:
-        return self.token_to_id(AUDIO_END)
-
-    @property
-    def audio_sep_id(self) -> int:
-        return self.token_to_id(AUDIO_SEP)
+        return _readable(self.backend_token(idx))
 
     def is_sentence_end(self, token: int) -> bool:
         """Spec §2.2 on the decoded id: the marks ``. ? ! ;`` (never a phoneme or special token)."""

@@ -10,7 +10,6 @@ here to the same ids.
 from __future__ import annotations
 
 import json
-import operator
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -19,13 +18,7 @@ from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tok
 from tokenizers import Tokenizer as _Backend
 
 from .errors import TokenizerError
-
-AUDIO_START = "<|audio_start|>"
-AUDIO_END = "<|audio_end|>"
-AUDIO_SEP = "<|audio_sep|>"
-IM_START = "<|im_start|>"
-IM_END = "<|im_end|>"
-ENDOFTEXT = "<|endoftext|>"
+from .token_ids import ENDOFTEXT, IM_END, TokenIds
 
 # Qwen2's pre-tokenizer split: contractions, letter runs (with one leading non-letter), single digits,
 # punctuation runs, newline runs, whitespace. Single digits matter: "2024" is 4 tokens.
@@ -83,7 +76,7 @@ def read_merges(path: str | os.PathLike) -> list[tuple[str, str]]:
     return merges
 
 
-class Tokenizer:
+class Tokenizer(TokenIds):
     """Text <-> ids for the MLLM and the SpeechLM.
 
     ``encode`` adds nothing (no BOS/EOS; Qwen has no BOS) and matches added tokens written literally in the
@@ -126,9 +119,6 @@ class Tokenizer:
         pad = _token_content(config.get("pad_token", special_map.get("pad_token"))) or ENDOFTEXT
         return cls(backend, eos_token=eos, pad_token=pad)
 
-    def __len__(self) -> int:
-        return self._size
-
     def __repr__(self) -> str:
         return f"Tokenizer(size={self._size}, eos={self.eos_token_id}, pad={self.pad_token_id})"
 
@@ -152,46 +142,11 @@ class Tokenizer:
 
         Raises ``TokenizerError`` for a negative or out-of-range id (e.g. a ``-500`` placeholder).
         """
-        try:
-            ids = [operator.index(i) for i in ids]
-        except TypeError as exc:
-            raise TokenizerError(f"decode expects integer ids ({exc})") from None
-        if ids and (min(ids) < 0 or max(ids) >= self._size):
-            bad = next(i for i in ids if i < 0 or i >= self._size)
-            raise TokenizerError(f"token id {bad} is out of range [0, {self._size})")
-        return self.backend.decode(ids, skip_special_tokens=skip_special_tokens)
-
-    def token_to_id(self, token: str) -> int:
-        """Id of a token string (a vocabulary entry or an added token); ``TokenizerError`` if absent."""
-        idx = self.backend.token_to_id(token)
-        if idx is None:
-            raise TokenizerError(f"token {token!r} is not in this tokenizer")
-        return idx
+        return self.backend.decode(self.checked_ids(ids), skip_special_tokens=skip_special_tokens)
 
     def id_to_token(self, idx: int) -> str:
         """Token string of an id (byte-level form for BPE tokens, e.g. ``'Ġworld'``)."""
-        idx = operator.index(idx)
-        token = self.backend.id_to_token(idx) if 0 <= idx < self._size else None
-        if token is None:
-            raise TokenizerError(f"token id {idx} is out of range [0, {self._size})")
-        return token
-
-    @property
-    def im_start_id(self) -> int:
-        return self.token_to_id(IM_START)
-
-    @property
-    def audio_start_id(self) -> int:
-        """``<|audio_start|>``; SpeechLM tokenizers only (``TokenizerError`` otherwise)."""
-        return self.token_to_id(AUDIO_START)
-
-    @property
-    def audio_end_id(self) -> int:
-        return self.token_to_id(AUDIO_END)
-
-    @property
-    def audio_sep_id(self) -> int:
-        return self.token_to_id(AUDIO_SEP)
+        return self.backend_token(idx)
 
 
 def _read_json(path: Path):
