@@ -45,12 +45,12 @@ def test_tts_writes_the_pipelines_audio_with_one_bar(direct, tmp_path, capsys, m
 def test_voice_names_ignore_case_and_map_openai_names(tiny_cache, tmp_path, capsys):
     voices = ["--voices-dir", str(tmp_path / "voices")]
     written = {}
-    for name in ("slt", "SLT", "nova", "rms"):
+    for name in ("alpha", "ALPHA", "nova", "rms"):
         out = tmp_path / f"{name}.wav"
         assert main(["tts", TEXT, "--voice", name, "--out", str(out), *ARGS, *voices]) == 0, capsys.readouterr().err
         written[name] = sf.read(out)[0]
-    assert np.array_equal(written["slt"], written["SLT"]) and np.array_equal(written["slt"], written["nova"])
-    assert not np.array_equal(written["slt"], written["rms"])  # a different voice does sound different
+    assert np.array_equal(written["alpha"], written["ALPHA"]) and np.array_equal(written["alpha"], written["nova"])
+    assert not np.array_equal(written["alpha"], written["rms"])  # a different voice does sound different
     capsys.readouterr()
     assert main(["tts", TEXT, "--voice", "nobody", "--out", str(tmp_path / "x.wav"), *voices]) == 2
     assert "no voice named 'nobody'" in capsys.readouterr().err
@@ -61,6 +61,6 @@ def test_voices_list_shows_real_lengths(tiny_cache, tmp_path, capsys):
 
     assert main(["voices", "list", "--voices-dir", str(tmp_path / "voices")]) == 0
     rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:-1]}
-    for name in ("slt", "rms"):  # a preset's length is its clip's
+    for name in ("alpha", "rms"):  # a preset's length is its clip's
         assert float(rows[name][2]) == pytest.approx(sf.info(str(PRESET_DIR / f"{name}.flac")).duration, abs=0.01)
     assert float(rows["default"][2]) == pytest.approx(4.0)  # the tiny model's synthetic voice: 100 tokens at 25 Hz

