@@ -14,6 +14,16 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for a test (``pytestmark = pytest.mark.usefixtures("one_thread")`` for a module):
+    tiny models gain nothing from more, and on a busy 2-core machine OpenMP spinning slows every step ~10x."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_cache(tmp_path_factory):
     """A cache folder holding the built-in tiny random models, used as ``$MGM_OMNI_CACHE`` (built once)."""

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 from mgm_omni.eval.generate import GenerateConfig, item_seed
 from mgm_omni.eval.options import EvalOptions
@@ -16,16 +15,6 @@ from mgm_omni.eval.scoring import ScoreConfig
 
 pytest.importorskip("tokenizers")
 SPLIT = "long_tts_eval_en"
-
-
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(
-        1
-    )  # the conv-heavy vocoder runs ~6x faster with one thread on a loaded 2-core machine
-    yield
-    torch.set_num_threads(before)
 
 
 def test_generate_then_score_records_timings(tiny_cache, one_thread, tmp_path):

@@ -36,12 +36,7 @@ IDS = SpecialIds(pad_text=151643, eos_text=151645, audio_start=151669, audio_end
 GREEDY = SamplingConfig(temperature=0.0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

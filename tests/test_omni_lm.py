@@ -25,12 +25,7 @@ from mgm_omni.text import (
 GREEDY = TextDecodeConfig(SamplingConfig(temperature=0.0), max_new_tokens=12)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -28,14 +28,7 @@ from mgm_omni.generation.speech.runner import CacheBoundError, SpeechLMRunner
 from mgm_omni.models.speech_lm import SpeechLM, random_speech_lm, speech_lm_loss
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models gain nothing from intra-op threads, and on a busy 2-core machine OpenMP spinning makes
-    # each decode step ~10x slower; restore the suite's setting afterwards.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_cfg(k: int = 4, speech_size: int = 40, text_size: int = 50, adapter: str | None = "(2,32,4_2,48)",
