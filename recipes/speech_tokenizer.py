@@ -78,7 +78,7 @@ class DataSection:
 def whisper_encoder(section: TokenizerSection) -> tuple[UnitTokenizerConfig, dict[str, torch.Tensor]]:
     """The tokenizer config and its ``encoder.*`` weights (the first ``layer`` layers)."""
     if section.encoder == "whisper-base":
-        from mgm_omni.eval.whisper_ct2 import ct2_whisper_config, ct2_whisper_to_hf, read_ct2_model, whisper_base_parts
+        from mgm_omni.checkpoint.whisper_ct2 import ct2_whisper_config, ct2_whisper_to_hf, read_ct2_model, whisper_base_parts
 
         ct2 = read_ct2_model(whisper_base_parts())
         wcfg, state = ct2_whisper_config(ct2), encoder_state(ct2_whisper_to_hf(ct2))

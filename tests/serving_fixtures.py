@@ -8,7 +8,7 @@ import numpy as np
 import soundfile as sf
 
 from mgm_omni.engine.understanding import ChatDelta
-from mgm_omni.serving.voices import PRESET_DIR
+from mgm_omni.engine.voices import PRESET_DIR
 
 TEXT = "Hello there. This is a short test."
 

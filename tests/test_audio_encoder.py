@@ -179,7 +179,7 @@ def test_dual_tower_rejects_mismatched_encoders():
 
 @pytest.fixture(scope="module")
 def whisper_base():
-    from mgm_omni.eval import whisper_ct2 as w
+    from mgm_omni.checkpoint import whisper_ct2 as w
 
     try:
         directory = w.whisper_base_ct2_dir()
@@ -208,7 +208,7 @@ def test_ct2_whisper_base_converts_to_hf_names(whisper_base):
 
 
 def test_ct2_reader_rejects_truncated_and_foreign_files(tmp_path):
-    from mgm_omni.eval.whisper_ct2 import Ct2FormatError, read_ct2_model
+    from mgm_omni.checkpoint.whisper_ct2 import Ct2FormatError, read_ct2_model
 
     (tmp_path / "v5.bin").write_bytes((5).to_bytes(4, "little"))
     with pytest.raises(Ct2FormatError, match="version 5"):

@@ -14,7 +14,7 @@ import pytest
 
 from mgm_omni.serving.config import ServingConfig
 from mgm_omni.serving.server import free_port
-from mgm_omni.serving.voices import PRESET_DIR
+from mgm_omni.engine.voices import PRESET_DIR
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

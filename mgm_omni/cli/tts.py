@@ -36,7 +36,7 @@ def registered_voice(model: str | None, voices_dir: str | None, name: str):
     """The registered voice ``name`` of ``model`` (names ignore case; OpenAI names map to presets)."""
     from mgm_omni.cli.voices import registry
     from mgm_omni.serving.voice_names import resolve
-    from mgm_omni.serving.voices import VoiceError
+    from mgm_omni.engine.voices import VoiceError
 
     reg = registry(model, voices_dir)
     try:

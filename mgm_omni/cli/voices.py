@@ -21,12 +21,12 @@ def registry(model: str | None, voices_dir: str | None):
 
 def seconds(voice) -> float:
     """The voice's reference duration: its clip's, else (a synthetic prompt) that of its prompt tokens."""
-    return voice.seconds if voice.seconds else voice.prompt.n_tokens / TOKEN_RATE
+    return voice.seconds if voice.seconds else voice.n_tokens / TOKEN_RATE
 
 
 def run(args: argparse.Namespace) -> int:
     from mgm_omni.serving.voice_names import OPENAI_VOICES, check_new_name, resolve
-    from mgm_omni.serving.voices import VoiceError
+    from mgm_omni.engine.voices import VoiceError
 
     reg = registry(args.model, args.voices_dir)
     try:
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
                 raise CLIError(f"cannot read --audio {args.audio}: {exc.strerror or exc}") from None
             check_new_name(reg, args.name)
             voice = reg.add(args.name, data, args.text)
-            print(f"added {voice.name!r}: {seconds(voice):.2f} s, {voice.prompt.n_tokens} reference tokens")
+            print(f"added {voice.name!r}: {seconds(voice):.2f} s, {voice.n_tokens} reference tokens")
         else:
             if not args.name:
                 raise CLIError("usage: mgm-omni voices remove NAME")

@@ -113,7 +113,7 @@ class FasterWhisperJudge(AsrJudge):
                 f"the {name} judge needs faster-whisper: pip install faster-whisper==1.2.1"
             ) from exc
         if model_dir is None:
-            from mgm_omni.eval.whisper_ct2 import whisper_base_ct2_dir
+            from mgm_omni.checkpoint.whisper_ct2 import whisper_base_ct2_dir
 
             try:
                 model_dir = whisper_base_ct2_dir()

@@ -93,36 +93,24 @@ class TTSPipeline:
     def sample_rate(self) -> int:
         return self.mouth.sample_rate
 
-    @property
-    def reference(self) -> Voice:
-        """The voice (its flow prompt and reference tokens)."""
-        return self.voice
-
-    @property
-    def reference_text(self) -> str:
-        return self.voice.text
-
     @classmethod
     def load(cls, model_dir: str | os.PathLike, voice: Voice | None = None, ref_audio: str | os.PathLike | None = None,
              ref_text: str | None = None, cosyvoice_path: str | os.PathLike | None = None,
              dtype: str | None = None, device: str = "cpu", temperature: float = 0.3, top_k: int = 50,
-             top_p: float = 1.0, max_rows: int = 8192, seed: int | None = 0,
-             reference: Voice | tuple | None = None, quantize: str | None = None,
+             top_p: float = 1.0, max_rows: int = 8192, seed: int | None = 0, quantize: str | None = None,
              transcriber: Callable[[torch.Tensor], str] | None = None) -> TTSPipeline:
         """Load a mouth directory (resolve names with ``mgm_omni.hub.resolve_mouth`` first) with its speech decoder.
 
-        The voice is ``voice`` (``reference``, an older name, also takes a (prompt, transcript) pair), else the
-        clip ``ref_audio`` with its transcript ``ref_text`` through the model's own reference front-end, else
-        the voice the model ships (``MouthSpec.default_voice``). A missing clip or transcript is reported
-        before anything loads. ``dtype`` defaults to the mouth's; ``quantize="int8"``: int8 weight-only
-        SpeechLM layers (a CPU speed mode, see ``cpu_linear``). ``transcriber`` (16 kHz wave -> text, see
-        ``wave.ref_transcript.reference_transcriber``) writes the transcript of a clip given without one.
+        The voice is ``voice``, else the clip ``ref_audio`` with its transcript ``ref_text`` through the model's
+        own reference front-end, else the voice the model ships (``MouthSpec.default_voice``). A missing clip or
+        transcript is reported before anything loads. ``dtype`` defaults to the mouth's; ``quantize="int8"``: int8
+        weight-only SpeechLM layers (a CPU speed mode, see ``cpu_linear``). ``transcriber`` (16 kHz wave -> text,
+        see ``wave.ref_transcript.reference_transcriber``) writes the transcript of a clip given without one.
         """
         root = Path(model_dir)
         if not (root / "config.json").is_file():
             raise CheckpointError(f"{root}: not a model directory (no config.json); model names and hub ids are "
                                   "resolved by mgm_omni.hub.resolve_mouth")
-        voice = voice or _as_voice(reference)
         if voice is None and ref_audio is not None:
             if not Path(ref_audio).is_file():
                 raise FileNotFoundError(f"reference audio not found: {ref_audio}")
@@ -200,13 +188,6 @@ def load_mouth(model_dir: str | os.PathLike, config: DecodeConfig | None = None,
     else:
         token2wav = load_token2wav(find_cosyvoice_dir(root, cosyvoice_path, spec.token2wav_dir), spec.token2wav)
     return generator, token2wav
-
-
-def _as_voice(reference) -> Voice | None:
-    if reference is None or isinstance(reference, Voice):
-        return reference
-    prompt, text = reference  # (flow prompt, transcript)
-    return Voice(prompt.tokens, prompt.mel, prompt.xvector, text=text)
 
 
 def synthesize_to_file(text: str, out: str | os.PathLike, model_dir: str | os.PathLike, **kwargs) -> TTSResult:

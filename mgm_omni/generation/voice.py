@@ -114,11 +114,6 @@ class Voice(ReferencePrompt):
     # ---------------------------------------------------------------------------------------- using
 
     @property
-    def prompt(self) -> Voice:
-        """The flow prompt of this voice: the voice itself (for code written against ``voice.prompt``)."""
-        return self
-
-    @property
     def reference_tokens(self) -> list[int]:
         """The speech tokens as a list (what the SpeechLM's speech block reads)."""
         return self.tokens[0].tolist()

@@ -1,20 +1,17 @@
-"""The one cache root of mgm-omni: ``$MGM_OMNI_CACHE``, else ``~/.cache/mgm-omni``.
+"""The cache root (:func:`cache_root`: ``$MGM_OMNI_CACHE``, else ``~/.cache/mgm-omni``) and the folders in it.
 
 Built-in models, the voice registry (``voices/``), converted checkpoints and the native kernel all live under
-it, so one variable moves them all (the server honours it too).
+it, so one variable moves them all (the server honours it too). The root itself is defined in
+:mod:`mgm_omni.config.cache` so the lower layers (checkpoint readers) use the same one.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-CACHE_ENV = "MGM_OMNI_CACHE"
+from mgm_omni.config.cache import CACHE_ENV, cache_root
 
-
-def cache_root() -> Path:
-    """``$MGM_OMNI_CACHE`` if set, else ``~/.cache/mgm-omni`` (read at each call: tests and servers may set it)."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "mgm-omni").expanduser()
+__all__ = ["CACHE_ENV", "cache_root", "voices_root"]
 
 
 def voices_root() -> Path:

@@ -21,7 +21,7 @@ import torch
 
 from mgm_omni.checkpoint import CheckpointError
 from mgm_omni.checkpoint.gguf import convert_gguf
-from mgm_omni.hub.tiny_mouth import cache_root
+from mgm_omni.hub.cache import cache_root
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from mgm_omni.hub.cache import voices_root
+
 
 @dataclass
 class ServingConfig:
@@ -22,7 +24,8 @@ class ServingConfig:
         max_chat_tokens: most text tokens one chat reply may ask for (``max_tokens``) -> 400 above it.
         mllm_concurrency: chat and transcription requests the MLLM serves at the same time; more wait their
             turn (one long chat never holds the others behind it).
-        voices_dir: where uploaded voices are stored (survives restarts).
+        voices_dir: where uploaded voices are stored (survives restarts); default ``voices/`` in the cache root
+            (``$MGM_OMNI_CACHE``, else ``~/.cache/mgm-omni``), read when the config is made.
         api_key: if set, every route but ``/health`` needs ``Authorization: Bearer <api_key>``.
         model_name / mllm_name: ids reported by ``/v1/models``.
         seed: seed of the speech sampling and of the vocoder noise of each request.
@@ -38,14 +41,14 @@ class ServingConfig:
     max_rows: int = 8192
     max_chat_tokens: int = 4096
     mllm_concurrency: int = 4
-    voices_dir: Path = Path("~/.cache/mgm-omni/voices")
+    voices_dir: Path | None = None
     api_key: str | None = None
     model_name: str = "mgm-omni-tts"
     mllm_name: str = "mgm-omni"
     seed: int = 0
 
     def __post_init__(self) -> None:
-        self.voices_dir = Path(self.voices_dir).expanduser()
+        self.voices_dir = Path(self.voices_dir).expanduser() if self.voices_dir is not None else voices_root()
         for name in ("max_upload_bytes", "max_input_chars", "max_queue", "max_batch", "max_rows", "max_chat_tokens",
                      "mllm_concurrency"):
             value = getattr(self, name)

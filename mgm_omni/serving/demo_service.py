@@ -16,7 +16,7 @@ from mgm_omni.serving.audio_codec import to_pcm16
 from mgm_omni.engine.understanding import ChatMessage, ChatPart
 from mgm_omni.serving.errors import APIError
 from mgm_omni.serving.services import Services
-from mgm_omni.serving.voices import VoiceError
+from mgm_omni.engine.voices import VoiceError
 
 NO_MLLM = ("The MLLM is not loaded in this demo, so chat is unavailable (start `mgm-omni demo --mllm PATH`). "
            "The TTS tab works.")
@@ -54,7 +54,7 @@ class DemoService:
                                              self.services.config.max_voice_seconds)
         except (VoiceError, OSError) as exc:
             return f"Could not add the voice: {exc}"
-        return f"Added voice '{voice.name}' ({voice.seconds:.1f} s, {voice.prompt.n_tokens} prompt tokens)."
+        return f"Added voice '{voice.name}' ({voice.seconds:.1f} s, {voice.n_tokens} prompt tokens)."
 
     def speak(self, text: str, voice_name: str) -> Iterator[tuple[int, np.ndarray]]:
         """Stream ``text`` in a voice as ``(sample_rate, int16 chunk)``; raises ``ValueError`` with a message."""

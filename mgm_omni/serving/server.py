@@ -8,7 +8,6 @@ import socket
 import sys
 import threading
 import time
-from pathlib import Path
 
 import uvicorn
 
@@ -20,11 +19,10 @@ log = logging.getLogger(__name__)
 
 def services_from_args(args, api_key: str | None = None) -> Services:
     """Services from ``mgm-omni serve`` / ``demo`` arguments (notes about the model go to stderr)."""
-    from mgm_omni.hub.tiny_mouth import cache_root
     from mgm_omni.serving.config import ServingConfig
 
     config = ServingConfig(
-        voices_dir=Path(args.voices_dir) if args.voices_dir else cache_root() / "voices",
+        voices_dir=args.voices_dir or None,  # None: the cache root's voices/
         max_rows=args.max_rows, max_batch=args.max_batch, max_queue=args.max_queue,
         max_input_chars=args.max_input_chars, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         api_key=api_key or os.environ.get("MGM_OMNI_API_KEY") or None)

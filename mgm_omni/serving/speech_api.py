@@ -25,7 +25,7 @@ from mgm_omni.engine.jobs import SpeechJob
 from mgm_omni.serving.schemas import SpeechBody
 from mgm_omni.serving.services import Services
 from mgm_omni.serving.voice_names import check_new_name, resolve
-from mgm_omni.serving.voices import Voice, VoiceError
+from mgm_omni.engine.voices import Voice, VoiceError
 
 router = APIRouter()
 
