@@ -19,7 +19,7 @@ from golden import DECODE_STEPS, REPO_ROOT, find_golden, golden_root, speechlm_c
 GOLDEN_TEST_FILES = [
     "tests/test_projector.py", "tests/test_speech_lm.py", "tests/test_chunked_decode.py", "tests/test_text.py",
     "tests/test_config_checkpoint.py", "tests/test_vocoder.py", "tests/test_hift_golden.py", "tests/test_flow.py",
-    "tests/test_audio.py", "tests/test_token2wav.py",
+    "tests/test_audio_mel.py", "tests/test_token2wav.py",
 ]
 
 
