@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import math
 
-import av
 import numpy as np
 import pytest
 import torch
+from media_files import write_video
 
 from mgm_omni.generation.speech.chunk_state import AbortCause, RowKind
 from mgm_omni.generation.speech.chunked_decode import DecodeConfig
@@ -229,45 +229,22 @@ def test_multi_turn_history_keeps_first_turn_media(mllm):
     assert chat.last_prompt.spans == []
 
 
-def _write_video(path, audio: bool, n_frames=8, fps=4, size=(56, 56)):
-    w, h = size
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("mpeg4", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        astream = out.add_stream("aac", rate=16000) if audio else None
-        if astream is not None:
-            astream.layout = "mono"
-        for i in range(n_frames):
-            img = np.full((h, w, 3), 30 * i % 256, np.uint8)
-            for pkt in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                out.mux(pkt)
-        for pkt in stream.encode():
-            out.mux(pkt)
-        if astream is not None:
-            wave = (0.3 * np.sin(2 * np.pi * 300 * np.arange(16000 * n_frames // fps) / 16000)).astype(np.float32)
-            for k in range(0, len(wave), 1024):
-                frame = av.AudioFrame.from_ndarray(wave[None, k:k + 1024], format="fltp", layout="mono")
-                frame.sample_rate = 16000
-                for pkt in astream.encode(frame):
-                    out.mux(pkt)
-            for pkt in astream.encode():
-                out.mux(pkt)
-    return path
+SHORT = dict(n_frames=8, fps=4, size=(56, 56))  # 2 s
 
 
 def test_video_audio_track_is_spliced_as_audio(mllm, tmp_path):
     chat = OmniChat(mllm, settings=OmniSettings(text=TextDecodeConfig(GREEDY, max_new_tokens=3)))
     from mgm_omni.generation.mllm.vision_inputs import video_audio_track
 
-    path = _write_video(tmp_path / "a.mp4", audio=True)
+    path = write_video(tmp_path / "a.mp4", **SHORT, audio=True)
     turn = chat.user_turn("What happens?", video=path)
     assert [m.kind for m in turn.media] == ["visual", "audio"]
     assert "<image>" in turn.content and "<speech>" in turn.content
     seconds = video_audio_track(str(path)).shape[0] / 16000  # about 2 s (AAC adds a little)
     assert turn.media[1].embeddings.shape[0] == 5 * math.ceil(seconds) >= 10  # 5 tokens per 1 s window
-    chat.say("What happens?", video=_write_video(tmp_path / "b.mp4", audio=True))
+    chat.say("What happens?", video=write_video(tmp_path / "b.mp4", **SHORT, audio=True))
     assert [s.kind for s in chat.last_prompt.spans] == ["visual", "audio"]
-    silent = chat.user_turn("What happens?", video=_write_video(tmp_path / "c.mp4", audio=False))
+    silent = chat.user_turn("What happens?", video=write_video(tmp_path / "c.mp4", **SHORT))
     assert [m.kind for m in silent.media] == ["visual"] and "<speech>" not in silent.content
 
 

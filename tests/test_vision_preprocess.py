@@ -7,11 +7,11 @@ from __future__ import annotations
 import struct
 import zlib
 
-import av
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from media_files import write_video
 from PIL import Image
 
 from mgm_omni.config import ConfigError
@@ -116,34 +116,6 @@ def test_patch_layout_against_loop_reference():
 # ------------------------------------------------------------------------------------------ videos
 
 
-def _write_video(path, n_frames=20, fps=10, size=(64, 48), audio=False):
-    w, h = size
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("mpeg4", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        if audio:
-            astream = out.add_stream("aac", rate=16000)
-            astream.layout = "mono"
-        for i in range(n_frames):
-            img = np.full((h, w, 3), 40, np.uint8)
-            img[..., 0] = i * 12 % 256  # frame i is told by its red level
-            for pkt in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                out.mux(pkt)
-        for pkt in stream.encode():
-            out.mux(pkt)
-        if audio:
-            t = np.arange(16000 * n_frames // fps) / 16000
-            wave = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-            for k in range(0, len(wave), 1024):
-                frame = av.AudioFrame.from_ndarray(wave[None, k:k + 1024], format="fltp", layout="mono")
-                frame.sample_rate = 16000
-                for pkt in astream.encode(frame):
-                    out.mux(pkt)
-            for pkt in astream.encode():
-                out.mux(pkt)
-    return path
-
-
 def test_frame_count_rules():
     assert sample_frame_count(20, 10.0, CFG) == 4  # 2 s at 2 fps
     assert sample_frame_count(300, 30.0, CFG) == 16  # 10 s -> 20, capped at max_frames
@@ -158,7 +130,7 @@ def test_frame_count_rules():
 
 
 def test_video_sampling_and_layout(oracle, tmp_path):
-    path = _write_video(tmp_path / "v.mp4")
+    path = write_video(tmp_path / "v.mp4")
     frames = decode_video_frames(str(path), CFG)
     assert frames.shape == (4, 56, 56, 3)
     red = frames[..., 0].reshape(4, -1).mean(1)
@@ -175,25 +147,25 @@ def test_video_sampling_and_layout(oracle, tmp_path):
             assert (ours[g, :, :, slot] - ref).abs().max() < 1e-5
     # bytes input and a container without a frame count in its header (mkv) give the same frames
     assert np.array_equal(decode_video_frames(path.read_bytes(), CFG), frames)
-    mkv = _write_video(tmp_path / "v.mkv")
+    mkv = write_video(tmp_path / "v.mkv")
     assert np.abs(decode_video_frames(str(mkv), CFG).astype(int) - frames).max() <= 2
 
 
 def test_single_frame_and_long_video(tmp_path):
-    one = preprocess_video(str(_write_video(tmp_path / "one.mp4", n_frames=1)))
+    one = preprocess_video(str(write_video(tmp_path / "one.mp4", n_frames=1)))
     assert one.grid_thw.tolist() == [[1, 4, 4]]
-    path = _write_video(tmp_path / "long.mp4", n_frames=200, fps=20, size=(32, 32))
+    path = write_video(tmp_path / "long.mp4", n_frames=200, fps=20, size=(32, 32))
     long = decode_video_frames(str(path), CFG)
     assert long.shape[0] == 16  # 10 s at 2 fps = 20, capped at 16
 
 
 def test_video_audio_track(tmp_path):
-    with_audio = _write_video(tmp_path / "a.mp4", audio=True)
+    with_audio = write_video(tmp_path / "a.mp4", audio=True)
     wave = video_audio_track(str(with_audio))
     assert wave.dim() == 1 and abs(wave.shape[0] - 32000) < 2048  # 2 s at 16 kHz (give or take AAC padding)
     assert 0.15 < float(wave.abs().max()) < 0.45
     assert video_audio_track(with_audio.read_bytes()).shape == wave.shape
-    silent = _write_video(tmp_path / "silent.mp4")
+    silent = write_video(tmp_path / "silent.mp4")
     assert video_audio_track(str(silent)) is None  # documented: no audio stream, nothing to hear
 
 
@@ -238,7 +210,7 @@ def test_bad_videos(tmp_path):
         preprocess_video(str(junk))
     with pytest.raises(VisionError, match="corrupt"):
         video_audio_track(str(junk))
-    good = _write_video(tmp_path / "good.mp4").read_bytes()
+    good = write_video(tmp_path / "good.mp4").read_bytes()
     truncated = tmp_path / "cut.mp4"
     truncated.write_bytes(good[: len(good) // 2])
     with pytest.raises(VisionError):
