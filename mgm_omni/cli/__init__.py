@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None,
                    help=f"SpeechLM directory or hub id (default: {DEFAULT_SPEECHLM} if downloaded, "
                         f"else the built-in '{TINY_MODEL}' model)")
-    p.add_argument("--out", default="outputs/tts.wav", help="output WAV path (default: outputs/tts.wav)")
+    p.add_argument("--out", default="outputs/tts.wav",
+                   help="audio file (.wav, .flac, .ogg, .mp3) written as the speech is made; only a WAV is sure to "
+                        "be valid if the run is killed (default: outputs/tts.wav)")
     p.add_argument("--temperature", type=float, default=0.3, help="speech sampling temperature (0 = greedy)")
     p.add_argument("--top-k", type=int, default=50)
     p.add_argument("--top-p", type=float, default=1.0)
@@ -90,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-file", default=None)
     p.add_argument("--video-file", default=None)
     p.add_argument("--audio-file", default=None)
-    p.add_argument("--out", default="outputs/chat.wav", help="WAV of the last spoken reply")
+    p.add_argument("--out", default="outputs/chat.wav",
+                   help="audio file (.wav, .flac, .ogg, .mp3) of the last spoken reply, written as it is spoken; "
+                        "only a WAV is sure to be valid if the run is killed (default: outputs/chat.wav)")
     p.add_argument("--no-speech", action="store_true", help="text replies only")
     p.add_argument("-m", "--message", action="append", default=None,
                    help="a user turn (repeat for several); without it turns are read from stdin until an empty line")

@@ -1,4 +1,9 @@
-"""``mgm-omni chat``: multi-turn omni chat; each reply streams as text and is spoken into an audio file."""
+"""``mgm-omni chat``: multi-turn omni chat; each reply streams as text and is spoken into an audio file.
+
+The file is opened at a reply's first audio (a reply without speech leaves the last one alone) and every
+chunk is written as it is rendered: nothing holds the whole reply's audio, a WAV is valid at every moment,
+and Ctrl-C stops the reply and closes the file with what was spoken.
+"""
 
 from __future__ import annotations
 
@@ -40,14 +45,14 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Media attach to the first turn; each spoken reply overwrites ``--out``."""
+    """Media attach to the first turn; each spoken reply overwrites ``--out`` as it is spoken."""
     _check(args)
     from dataclasses import replace
 
     import torch
 
     from mgm_omni.audio import load_audio
-    from mgm_omni.cli.output import write_audio
+    from mgm_omni.cli.output import AudioFile
     from mgm_omni.cli.progress import JobBar, TextProgress
     from mgm_omni.cli.speech_report import explain
     from mgm_omni.generation.mllm.runner import MLLM, SHARED_TEXT_IDS
@@ -106,25 +111,39 @@ def run(args: argparse.Namespace) -> int:
         bar = JobBar("replying")
         progress = TextProgress(bar, 64, args.max_new_tokens, spoken=speech is not None, sample_rate=sample_rate)
         start = time.perf_counter()
+        audio: AudioFile | None = None
+        interrupted = False
+        events = chat.ask(text, keep_audio=False, **{k: v for k, v in media.items() if v is not None})
         try:
             bar.text("assistant: ")
-            for event in chat.ask(text, **{k: v for k, v in media.items() if v is not None}):
+            for event in events:
                 if isinstance(event, TextEvent):
                     bar.text(event.text)
                 elif isinstance(event, AudioEvent):
+                    if audio is None:
+                        audio = AudioFile(args.out, sample_rate)
+                    audio.write(event.samples)
                     progress.on_audio(event.samples)
                 progress.on_tokens(len(chat.last.text_ids))
                 if chat.last.text_finish is not None and not progress.finished:
                     progress.on_text_end()
             progress.finish()
             bar.end_text()
+        except KeyboardInterrupt:  # Ctrl-C: stop the reply, keep what was spoken
+            interrupted = True
         finally:
+            events.close()
+            if audio is not None:
+                audio.close()
             bar.close()
         media = {}  # media belong to the first turn; the history keeps them
+        seconds = audio.seconds if audio is not None else 0.0
+        if interrupted:
+            kept = f"the {seconds:.2f} s of audio spoken so far are in {args.out}" if audio is not None else "no audio"
+            print(f"interrupted: the reply stopped; {kept}", file=sys.stderr)
+            return 130
         reply = chat.last
-        if reply.audio.size:
-            write_audio(args.out, reply.audio, sample_rate)
-        spoken = f", {reply.audio.shape[0] / sample_rate:.2f} s of audio -> {args.out}" if reply.audio.size else ""
+        spoken = f", {seconds:.2f} s of audio -> {args.out}" if audio is not None else ""
         first_audio = f", first audio {reply.first_audio_seconds:.2f} s" if reply.first_audio_seconds else ""
         status = " (tts_error: see below)" if reply.tts_error else ""
         print(f"[{len(reply.text_ids)} tokens in {time.perf_counter() - start:.2f} s{first_audio}{spoken}{status}]",
@@ -133,5 +152,5 @@ def run(args: argparse.Namespace) -> int:
             rows = reply.speech.rows
             at = [len(speech.vocoder_tokens(rows[: a.row + 1])) / token_rate for a in reply.speech.aborts]
             for line in explain(reply.speech.aborts, reply.speech.finish_reason, len(reply.speech.unspoken),
-                                reply.audio.shape[0] / sample_rate, str(args.out), at, tiny=tiny_speech):
+                                seconds, str(args.out), at, tiny=tiny_speech):
                 print(line, file=sys.stderr)

@@ -1,7 +1,11 @@
-"""Audio output files: the path is checked before any work, the audio written in the format its extension names.
+"""Audio output files: the path is checked before any work, the audio written as it is made.
 
 A long synthesis must not end in a traceback because ``--out`` was a folder, had no extension, named a
 format that cannot be written here, or pointed somewhere unwritable: :func:`check_output` says so first.
+:class:`AudioFile` then writes each chunk in the format the extension names as soon as it arrives, so the
+whole audio is never held in memory. A WAV is valid at every moment (its header is rewritten after each
+chunk), also if the process is killed; FLAC, OGG and MP3 are complete once the file is closed, which
+happens on a normal end, an error or Ctrl-C, but not when the process is killed.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mgm_omni.cli.common import CLIError
+from mgm_omni.generation.wave.writer import StreamingWavWriter
 
 # extension -> (libsndfile format, subtype)
 FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS"),
@@ -59,11 +64,49 @@ def check_output(path: str, flag: str = "--out") -> Path:
     return out
 
 
-def write_audio(path: Path, audio: np.ndarray, sample_rate: int) -> Path:
-    """Write mono float audio to ``path`` (a path :func:`check_output` accepted), creating its folders."""
-    import soundfile as sf
+KILL_SAFE = (".wav",)  # formats whose file is valid at every moment, also if the process is killed
 
-    fmt, subtype = FORMATS[path.suffix.lower()]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), np.asarray(audio, dtype=np.float32), sample_rate, format=fmt, subtype=subtype)
-    return path
+
+class AudioFile:
+    """Mono float audio written chunk by chunk to ``path`` (a path :func:`check_output` accepted).
+
+    The folders are created and the file replaced on opening; ``write`` appends a chunk at once (16-bit
+    PCM for WAV and FLAC, Vorbis for OGG, MPEG layer III for MP3); ``close`` (or leaving the ``with``
+    block) finishes the file. Nothing but the counts is kept.
+    """
+
+    def __init__(self, path: Path, sample_rate: int) -> None:
+        import soundfile as sf
+
+        fmt, subtype = FORMATS[path.suffix.lower()]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path, self.sample_rate, self.frames = path, sample_rate, 0
+        if fmt == "WAV":
+            self._file = StreamingWavWriter(path, sample_rate)
+        else:
+            self._file = sf.SoundFile(str(path), "w", sample_rate, 1, subtype, format=fmt)
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.sample_rate
+
+    @property
+    def kill_safe(self) -> bool:
+        """Whether the file is valid at every moment (WAV), not only once closed."""
+        return self.path.suffix.lower() in KILL_SAFE
+
+    def write(self, chunk: np.ndarray) -> None:
+        chunk = np.asarray(chunk, dtype=np.float32)
+        self._file.write(chunk)
+        self.frames += chunk.shape[0]
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> AudioFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,4 +1,10 @@
-"""``mgm-omni tts``: text in, an audio file out, with one progress bar over decoding and rendering."""
+"""``mgm-omni tts``: text in, an audio file out, with one progress bar over decoding and rendering.
+
+The file is opened before decoding starts and every chunk is written the moment it is rendered, so memory
+does not grow with the length of the text and an interrupted run leaves the audio made so far: a WAV is
+valid at every moment, even if the process is killed; on Ctrl-C decoding stops and the file (any format)
+is closed complete.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ import sys
 from pathlib import Path
 
 from mgm_omni.cli.common import TINY_MODEL, CLIError
-from mgm_omni.cli.output import check_output, write_audio
+from mgm_omni.cli.output import AudioFile, check_output
 
 MAX_TEXT_CHARS = 1_000_000
 
@@ -85,16 +91,27 @@ def run(args: argparse.Namespace) -> int:
         if item.event.finish_reason is not None:
             ended["unspoken"] = len(item.event.unspoken or ())
 
+    interrupted = False
+    audio = AudioFile(out, pipe.sample_rate)  # before decoding: the file grows as the audio is made
+    chunks = pipe.stream(text, on_row=on_row)
     try:
-        for chunk in pipe.stream(text, on_row=on_row):
+        for chunk in chunks:
+            audio.write(chunk)
             progress.on_audio(chunk)
         progress.finish()
+    except KeyboardInterrupt:  # Ctrl-C: stop decoding, keep what was made
+        interrupted = True
     finally:
+        chunks.close()  # stops decoding (a no-op once the stream has ended)
+        audio.close()
         bar.close()
     result = pipe.last
-    result.path = write_audio(out, result.audio, result.sample_rate)
+    result.path = out
+    if interrupted:
+        print(f"interrupted: decoding stopped; the {audio.seconds:.2f} s of audio made so far are in {out}",
+              file=sys.stderr)
     print(result.summary())
-    for line in explain(aborts, result.finish_reason, ended["unspoken"], result.audio_seconds, str(out),
+    for line in explain(aborts, result.finish_reason, ended["unspoken"], audio.seconds, str(out),
                         at_seconds, tiny=mouth.builtin):
         print(line, file=sys.stderr)
-    return 0
+    return 130 if interrupted else 0

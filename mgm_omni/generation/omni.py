@@ -150,8 +150,8 @@ class SpeechTrack:
 
 
 def lockstep(text_steps: Iterator[TextStep], track: SpeechTrack | None = None, speech: SpeechStream | None = None,
-             reply: OmniReply | None = None, bridge: TextBridge | None = None, sample_rate: int = 0
-             ) -> Iterator[TextEvent | AudioEvent]:
+             reply: OmniReply | None = None, bridge: TextBridge | None = None, sample_rate: int = 0,
+             keep_audio: bool = True) -> Iterator[TextEvent | AudioEvent]:
     """Run the MLLM text stream and the speech track together, yielding one ordered event stream.
 
     Args:
@@ -161,6 +161,8 @@ def lockstep(text_steps: Iterator[TextStep], track: SpeechTrack | None = None, s
         reply: filled in as the loop runs (text, ids, speech rows, audio, timings).
         bridge: MLLM ids -> SpeechLM ids (``None``: unchanged, the official tokenizers share ids).
         sample_rate: of the audio events (the mouth's).
+        keep_audio: gather the audio into ``reply.audio`` (False: a caller that writes the events as they
+            come; memory then stays flat in the reply's length).
     """
     reply = reply if reply is not None else OmniReply()
     bridge = bridge if bridge is not None else TextBridge()
@@ -170,7 +172,8 @@ def lockstep(text_steps: Iterator[TextStep], track: SpeechTrack | None = None, s
     def audio(samples: np.ndarray) -> AudioEvent:
         if reply.first_audio_seconds is None:
             reply.first_audio_seconds = time.perf_counter() - start
-        chunks.append(samples)
+        if keep_audio:
+            chunks.append(samples)
         return AudioEvent(samples, sample_rate)
 
     while True:
@@ -293,9 +296,10 @@ class OmniChat:
                                     speech=any(m.kind == "audio" for m in media))
         return Turn("user", content, media)
 
-    def ask(self, text: str = "", audio=None, image=None, video=None, speak: bool = True
-            ) -> Iterator[TextEvent | AudioEvent]:
-        """Add a user turn and stream the reply; ``self.last`` holds it when the stream ends."""
+    def ask(self, text: str = "", audio=None, image=None, video=None, speak: bool = True,
+            keep_audio: bool = True) -> Iterator[TextEvent | AudioEvent]:
+        """Add a user turn and stream the reply; ``self.last`` holds it when the stream ends (its audio
+        too, unless ``keep_audio`` is False)."""
         user = self.user_turn(text, audio, image, video)
         turns = self.turns + [user]
         prompt = self.mllm.prompt([(t.role, t.content) for t in turns], [m for t in turns for m in t.media])
@@ -313,7 +317,7 @@ class OmniChat:
         self.last = reply
         self.bridge.reset()
         rate = self.speech.mouth.sample_rate if self.speech is not None else 0
-        yield from lockstep(text_steps, track, speech, reply, self.bridge, rate)
+        yield from lockstep(text_steps, track, speech, reply, self.bridge, rate, keep_audio)
         self.turns = turns + [Turn("assistant", reply.text)]
 
     def say(self, text: str = "", **kwargs) -> OmniReply:

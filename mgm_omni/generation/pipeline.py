@@ -4,6 +4,11 @@
     tts = TTSPipeline.load(mouth.path, ref_audio="voice.wav", ref_text="...")
     for chunk in tts.stream("Long text ..."):           # float32 chunks at the mouth's rate, the first after ~1-2 s
         play(chunk)
+    tts.last                                            # counts and timings (no audio: nothing is accumulated)
+    tts.synthesize("Short text.").audio                 # the whole array, when the caller asks for it
+
+Memory is flat in the length of the text: a stream keeps no audio it has handed out (the caller writes or
+plays each chunk, e.g. with ``wave.writer.StreamingWavWriter``); only ``synthesize`` gathers the chunks.
 
 The pipeline takes a model directory and reads what it is from there (``MouthSpec``): text front-end,
 delay rows, vocoder stack, reference front-end, sample rate. The voice is a :class:`~mgm_omni.generation.voice.Voice`:
@@ -20,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 from tqdm import tqdm
 
@@ -38,16 +42,21 @@ from mgm_omni.generation.wave.frontends import voice_frontend
 from mgm_omni.generation.wave.hifigan_stack import load_hifigan_stack
 from mgm_omni.generation.wave.ref_transcript import transcribe_reference
 from mgm_omni.generation.wave.token2wav import StreamSchedule, Token2Wav
+from mgm_omni.generation.wave.writer import StreamingWavWriter
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class TTSResult:
-    """What one synthesis produced, with its timings (seconds)."""
+    """What one synthesis produced: counts and timings (seconds); ``audio`` only from ``synthesize``.
 
-    audio: np.ndarray
+    ``finish_reason`` is the decoder's (``end``, ``max_rows``, ``cache_full``), or ``stopped`` when the
+    caller ended the stream early (closed it, or an exception such as Ctrl-C went through it).
+    """
+
     sample_rate: int
+    samples: int = 0  # audio samples handed out
     rows: int = 0
     tokens: int = 0
     tts_error: bool = False
@@ -57,11 +66,12 @@ class TTSResult:
     vocoder_seconds: float = 0.0
     first_packet_seconds: float | None = None
     path: Path | None = None
+    audio: np.ndarray | None = None  # the whole float32 audio, kept only when asked for (``synthesize``)
     extra: dict = field(default_factory=dict)
 
     @property
     def audio_seconds(self) -> float:
-        return self.audio.shape[0] / self.sample_rate
+        return self.samples / self.sample_rate
 
     def summary(self) -> str:
         total = self.lm_seconds + self.vocoder_seconds
@@ -135,7 +145,9 @@ class TTSPipeline:
                on_row: Callable[[StreamedRow], None] | None = None) -> Iterator[np.ndarray]:
         """Audio chunks (float32, at ``sample_rate``) as the text is spoken; ``self.last`` holds the result.
 
-        ``on_row`` sees every decoded row as it is made, with the vocoder tokens it released.
+        Nothing is accumulated: ``self.last`` counts the samples (its ``audio`` stays ``None``) and no chunk
+        is referenced here once the next one is made. ``on_row`` sees every decoded row as it is made, with
+        the vocoder tokens it released.
         """
         gen = self.generator
         prompt = gen.prompt(SpeechRequest(text, self.voice.text, self.voice.reference_tokens))
@@ -143,35 +155,35 @@ class TTSPipeline:
         # global RNG only when the seed is None): the same text and seed give the same audio, whatever other
         # threads do with the global RNG meanwhile (a server's renderer seeds its jobs the same way).
         speech = SpeechStream(self.token2wav, self.voice, gen.token_stream(), self.schedule, seed=gen.config.seed)
-        result = self.last = TTSResult(np.zeros(0, np.float32), self.sample_rate)
-        chunks: list[np.ndarray] = []
+        result = self.last = TTSResult(self.sample_rate)
         bar = tqdm(desc="speaking", unit="row", disable=not progress, leave=False)
+        done = False
         try:
             for event in gen.decoder().stream([prompt]):
                 bar.update(1)
                 tokens = speech.extract(event)
                 if on_row is not None:
                     on_row(StreamedRow(event, tokens))
-                for chunk in speech.render(tokens):
-                    chunks.append(chunk)
-                    yield chunk
-            for chunk in speech.finish():
-                chunks.append(chunk)
-                yield chunk
+                yield from _handed_out(speech.render(tokens), result)
+            yield from _handed_out(speech.finish(), result)
+            done = True
         finally:
             bar.close()
             stats = speech.stats
-            result.rows, result.tokens, result.finish_reason = stats.rows, stats.tokens, stats.finish_reason
+            result.rows, result.tokens = stats.rows, stats.tokens
+            result.finish_reason = stats.finish_reason if done else "stopped"
             result.tts_error, result.cause = stats.tts_error, stats.cause
             result.vocoder_seconds = stats.vocoder_s
             result.lm_seconds = time.perf_counter() - stats.started - stats.vocoder_s
             result.first_packet_seconds = stats.first_audio_s
-            result.audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
 
     def synthesize(self, text: str, progress: bool = False) -> TTSResult:
-        for _ in self.stream(text, progress):
-            pass
-        return self.last
+        """Speak ``text`` to the end; the result's ``audio`` holds the whole waveform (in memory: for long
+        text, write the chunks of :meth:`stream` as they come, or use :func:`synthesize_to_file`)."""
+        chunks = list(self.stream(text, progress))
+        result = self.last
+        result.audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+        return result
 
 
 def load_mouth(model_dir: str | os.PathLike, config: DecodeConfig | None = None, dtype: str | None = None,
@@ -190,12 +202,29 @@ def load_mouth(model_dir: str | os.PathLike, config: DecodeConfig | None = None,
     return generator, token2wav
 
 
+def _handed_out(chunks: list[np.ndarray], result: TTSResult) -> Iterator[np.ndarray]:
+    """Yield the chunks, counting them into ``result``; each leaves the list before it is yielded, so once
+    the caller lets go of it nothing here keeps it alive while the next ones are made."""
+    chunks.reverse()
+    while chunks:
+        chunk = chunks.pop()
+        result.samples += chunk.shape[0]
+        yield chunk
+
+
 def synthesize_to_file(text: str, out: str | os.PathLike, model_dir: str | os.PathLike, **kwargs) -> TTSResult:
-    """Load, speak ``text`` and write a 16-bit WAV at the mouth's rate to ``out``."""
-    pipe = TTSPipeline.load(model_dir, **kwargs)
-    result = pipe.synthesize(text, progress=True)
+    """Load, speak ``text`` and write a 16-bit WAV at the mouth's rate to ``out`` as the audio is made.
+
+    The file is a valid WAV of the audio so far at every moment (if the run is interrupted, it holds what was
+    spoken); memory does not grow with the length of the text.
+    """
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(out), result.audio, result.sample_rate, subtype="PCM_16")
+    if out.suffix.lower() != ".wav":
+        raise ValueError(f"synthesize_to_file writes WAV; {out} does not end in .wav")
+    pipe = TTSPipeline.load(model_dir, **kwargs)
+    with StreamingWavWriter(out, pipe.sample_rate) as wav:
+        for chunk in pipe.stream(text, progress=True):
+            wav.write(chunk)
+    result = pipe.last
     result.path = out
     return result
