@@ -134,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_arguments(p)
     _add_common(p)
 
+    from mgm_omni.data.cli import add_data_parser  # light module: argparse only
+
+    _add_common(add_data_parser(sub))
+
     p = sub.add_parser("voices", help="list, add or remove registered reference voices",
                        description="Manage the voice registry shared by the CLI and the server.")
     p.add_argument("action", choices=["list", "add", "remove"], nargs="?", default="list")
@@ -148,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # sub-command -> "module:function" (imported only when that command runs)
 HANDLERS = {"tts": "tts:run", "transcribe": "transcribe:run", "chat": "chat:run", "serve": "serving:run_serve",
-            "demo": "serving:run_demo", "eval": "eval_command:run", "train": "train:run",
+            "demo": "serving:run_demo", "eval": "eval_command:run", "train": "train:run", "data": "data:run",
             "voices": "voices:run"}
 
 
