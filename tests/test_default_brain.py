@@ -145,3 +145,15 @@ def test_shipped_projector_passes_its_checksum_and_fits_the_brain(tmp_path):
     (altered / PROJECTOR_FILE).write_bytes(bytes(data))
     with pytest.raises(BrainAssetError, match="damaged"):
         shipped_projector(altered)
+
+
+def test_default_resolution_prefers_official_then_default_brain_then_tiny(monkeypatch, tmp_path):
+    from mgm_omni.hub import default_brain as db
+    from mgm_omni.hub import resolve, tiny_brain
+
+    assert not db.default_brain_available(tmp_path)  # no trained projector in this folder
+    monkeypatch.setattr(resolve, "cached_on_hub", lambda repo: False)
+    for available, expected in ((True, db.DEFAULT_BRAIN_NAME), (False, tiny_brain.TINY_NAME)):
+        monkeypatch.setattr(db, "default_brain_available", lambda assets=ASSETS, a=available: a)
+        assert resolve.default_brain() == expected
+        assert tiny_brain.default_mllm("no-such-owner/no-such-repo") == expected

