@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -26,18 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from _machine import describe_cpu
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def build_mouth(out: Path, grid: int, whisper: bool) -> Path:
@@ -153,7 +143,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    print(f"CPU: {cpu_name()}, {args.threads} thread(s), load average {os.getloadavg()[0]:.1f}; "
+    print(f"{describe_cpu()}; {args.threads} thread(s), load average {os.getloadavg()[0]:.1f}; "
           f"{args.seconds:g} s of audio per measurement")
     with tempfile.TemporaryDirectory() as tmp:
         for grid in args.grids:
