@@ -34,7 +34,6 @@ import yaml
 
 from mgm_omni.hub.own_mouth import OwnMouthParts, assemble_own_mouth
 from mgm_omni.training.config import from_dict
-from mgm_omni.training.recipe_config import apply_overrides
 
 RETRAIN = __doc__.split("The whole retrain, in order", 1)[1].split("\n", 1)[1].strip("\n")
 
@@ -93,12 +92,26 @@ def gate_section(path: str | None) -> dict[str, str]:
     return {"Resynthesis gate (Whisper-base judge, EN WER / ZH CER)": "\n".join(lines)}
 
 
+def override(data: dict, items: list[str]) -> dict:
+    """``key=value`` / ``a.b=value`` entries (values read as YAML) set in ``data``."""
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"override {item!r}: expected key=value")
+        *path, last = key.split(".")
+        node = data
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = yaml.safe_load(value)
+    return data
+
+
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True)
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args(argv)
-    raw = apply_overrides(yaml.safe_load(Path(args.config).read_text()), args.overrides)
+    raw = override(yaml.safe_load(Path(args.config).read_text()), args.overrides)
     cfg = from_dict(AssembleConfig, raw)
     card = {**gate_section(cfg.gate_report), **cfg.notes, "Retrain": "```\n" + RETRAIN + "\n```"}
     with tempfile.TemporaryDirectory() as tmp:

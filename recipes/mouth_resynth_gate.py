@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from mgm_omni.audio import HIFIGAN_22K, load_audio, log_mel, resample
 from mgm_omni.eval.judges import get_judge, transcribe_long
@@ -38,7 +39,6 @@ from mgm_omni.generation.wave.hifigan_stack import HiFiGANToken2Wav, load_flow, 
 from mgm_omni.generation.wave.own_frontend import load_ge2e, own_prompt
 from mgm_omni.models.unit_tokenizer import WhisperUnitTokenizer
 from mgm_omni.training.config import from_dict
-from mgm_omni.training.recipe_config import apply_overrides
 from mgm_omni.training.speechlm_rows import read_jsonl
 
 
@@ -96,15 +96,28 @@ def pick_items(cfg: GateConfig) -> list[tuple[dict, dict]]:
     return picked
 
 
+def override(data: dict, items: list[str]) -> dict:
+    """``key=value`` / ``a.b=value`` entries (values read as YAML) set in ``data``."""
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"override {item!r}: expected key=value")
+        *path, last = key.split(".")
+        node = data
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = yaml.safe_load(value)
+    return data
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True)
     parser.add_argument("--limit", type=int, default=None, help="items per language (a smoke run)")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args(argv)
-    import yaml
 
-    raw = apply_overrides(yaml.safe_load(Path(args.config).read_text()), args.overrides)
+    raw = override(yaml.safe_load(Path(args.config).read_text()), args.overrides)
     cfg = from_dict(GateConfig, raw)
     if args.limit is not None:
         cfg.max_items = args.limit

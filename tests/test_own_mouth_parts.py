@@ -74,6 +74,26 @@ def test_cached_grid_flow_is_one_chunk_causal_pass(flow):
         GridFlowStream(flow, grid, *prompt, None).render(tokens[:6], tokens[6:9])
 
 
+def test_prefilled_prompt_streams_the_same_and_clones_are_independent(flow):
+    grid = FrameGrid.for_rates(22050, 256, 25.0, 5)
+    prompt = _prompt(grid, n=23)  # prefill renders 20 prompt tokens (their look-ahead: prompt tokens 20-22)
+    tokens = torch.randint(0, 32, (40,), generator=torch.Generator().manual_seed(3)).tolist()
+    offline = grid_mel(flow, grid, *prompt, tokens)
+    base = GridFlowStream(flow, grid, *prompt, None).prefill()
+    assert base.position == 20
+    first, second = base.clone(), base.clone()
+
+    def run(stream):
+        parts = [stream.render(tokens[:7], tokens[7:10]), stream.render(tokens[7:17], tokens[17:20])]
+        return torch.cat(parts + [stream.render(tokens[17:], final=True)], dim=2)
+
+    a = run(first)
+    assert (a - offline).abs().max().item() < 1e-4 and base.position == 20 and second.position == 20
+    assert torch.equal(run(second), a)
+    first.reset()
+    assert first.position == 20 and torch.equal(run(first), a)
+
+
 def test_bounded_window_holds_flat_memory(flow):
     grid = FrameGrid.for_rates(22050, 256, 25.0, 5)
     prompt = _prompt(grid)

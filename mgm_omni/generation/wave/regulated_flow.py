@@ -90,12 +90,37 @@ class GridFlowStream:
         self.token_cache = token_cache(grid, n, left_chunks)
         self.frame_cache = frame_cache(grid, n, left_chunks)
         self.step_caches = [frame_cache(grid, n, left_chunks) for _ in range(flow.config.n_timesteps)]
+        self._prefilled: list | None = None
         self.reset()
 
     def reset(self) -> None:
-        for cache in self._caches():
-            cache.reset()
+        """Start over with the same prompt (keeping the prefilled prompt, if any)."""
+        if self._prefilled is not None:
+            self.token_cache, self.frame_cache, *self.step_caches = (c.clone() for c in self._prefilled)
+        else:
+            for cache in self._caches():
+                cache.reset()
         self.closed = False
+
+    @torch.inference_mode()
+    def prefill(self) -> GridFlowStream:
+        """Render the prompt's whole chunks now (their look-ahead is prompt tokens too), so the first call of
+        every stream computes at most one chunk of prompt besides its own tokens; ``reset()`` returns here."""
+        if self.position or self._prefilled is not None:
+            raise GridError("prefill() must come first, once")
+        n, chunk, look = self.prompt_tokens.shape[1], self.grid.chunk, self.flow.config.pre_lookahead_len
+        end = (n - look) // chunk * chunk
+        if end > 0:
+            self._render(self.prompt_tokens[:, :end], self.prompt_tokens[0, end:end + look].tolist(), False)
+        self._prefilled = [c.clone() for c in self._caches()]
+        return self
+
+    def clone(self) -> GridFlowStream:
+        """An independent stream at the same point (held tensors shared: no call writes into them)."""
+        other = object.__new__(GridFlowStream)
+        other.__dict__.update(self.__dict__)
+        other.token_cache, other.frame_cache, *other.step_caches = (c.clone() for c in self._caches())
+        return other
 
     @property
     def position(self) -> int:
@@ -125,8 +150,8 @@ class GridFlowStream:
         if ids.shape[1] == 0:
             raise GridError("no tokens to render")
         _check_ids(flow, torch.cat([ids, ahead], dim=1))
-        if self.position == 0:
-            ids = torch.cat([self.prompt_tokens, ids], dim=1)
+        if self.position < self.prompt_tokens.shape[1]:  # the prompt (or what prefill left of it) goes first
+            ids = torch.cat([self.prompt_tokens[:, self.position:], ids], dim=1)
         start, n = self.position, ids.shape[1]
         if not final:
             if ahead.shape[1] != cfg.pre_lookahead_len:
@@ -135,7 +160,15 @@ class GridFlowStream:
                 raise GridError(f"a non-final call must end on the {grid.chunk}-token grid (prompt + tokens = {start + n})")
         elif ahead.shape[1]:
             raise GridError("the final call takes no look-ahead tokens")
+        mel = self._render(ids, lookahead, final)
+        self.closed = final
+        return mel
 
+    def _render(self, ids: torch.Tensor, lookahead: Sequence[int], final: bool) -> torch.Tensor:
+        """The flow over ``ids`` (1, n) continuing at ``position``: mel of its non-prompt frames."""
+        flow, grid = self.flow, self.grid
+        ahead = torch.tensor([list(lookahead)], dtype=torch.long)
+        start, n = self.position, ids.shape[1]
         x = flow.input_embedding(ids)  # (1, n, D)
         context = flow.input_embedding(ahead) if not final else None
         f_start, f_stop = grid.frames(start), grid.frames(start + n)
@@ -147,8 +180,9 @@ class GridFlowStream:
 
         n_prompt_frames = self.prompt_mel.shape[1]
         cond = torch.zeros_like(mu)
-        if f_start < n_prompt_frames:
-            cond[:, :, : n_prompt_frames - f_start] = self.prompt_mel[:, f_start:].transpose(1, 2).to(mu.dtype)
+        if f_start < n_prompt_frames:  # the prompt's frames in this call (a prefill call holds only prompt)
+            k = min(n_prompt_frames, f_stop) - f_start
+            cond[:, :, :k] = self.prompt_mel[:, f_start:f_start + k].transpose(1, 2).to(mu.dtype)
         spks = flow.spk_embed_affine_layer(F.normalize(self.xvector.to(mu.dtype), dim=1))
         for cache in self.step_caches:
             cache.begin(f_start, f_stop - f_start)
@@ -156,5 +190,4 @@ class GridFlowStream:
         mel = flow.decoder(mu, spks, cond, None, noise=noise, contexts=self.step_caches)
         for cache in self._caches():
             cache.finish()
-        self.closed = final
         return mel[:, :, max(0, n_prompt_frames - f_start):]
