@@ -9,7 +9,10 @@ speakers first; at most ``max_items`` per language, clips of at most ``max_secon
 1. source: the judge's transcript of the clip itself;
 2. vocoder: HiFi-GAN V1 of the clip's own mel (what the vocoder alone loses);
 3. resynthesis: the clip's units -> the flow, prompted by another clip of the same speaker (its units, mel
-   and GE2E x-vector, as a voice is made) -> HiFi-GAN.
+   and GE2E x-vector, as a voice is made) -> HiFi-GAN;
+4. with ``unit_means`` (flow item shards, ``recipes/flow.py``): every unit replaced by its mean training mel
+   frame -> HiFi-GAN. No flow at all, so it compares tokenizers before any flow is trained (a crude floor:
+   what the units alone say).
 
 Scores per language (EN WER, ZH CER), as the evaluation harness scores (``eval.metrics.score_transcript``:
 normalised text; errors capped at the reference length): corpus rate = capped errors / reference words.
@@ -51,6 +54,7 @@ class GateConfig:
     manifests: list
     out: str
     ge2e: str | None = None  # a converted ge2e.safetensors folder; default: resemblyzer's pretrained.pt
+    unit_means: str | None = None  # flow item shards (units + mel per clip) to average the mel of each unit
     splits: list = field(default_factory=lambda: ["dev_speakers", "dev"])
     max_items: int = 20  # per language
     max_seconds: float = 12.0
@@ -74,6 +78,22 @@ def speaker_encoder(cfg: GateConfig):
     return ge2e_from_resemblyzer(torch.load(path, map_location="cpu", weights_only=True)["model_state"])
 
 
+def unit_mean_mels(shards: str, grid: FrameGrid, num_units: int) -> torch.Tensor:
+    """(K, 80) mean HiFi-GAN mel frame of each unit over flow items (frames mapped to units by the grid)."""
+    from mgm_omni.training.shards import ShardDataset
+
+    sums, counts = torch.zeros(num_units, 80, dtype=torch.float64), torch.zeros(num_units, dtype=torch.float64)
+    items = ShardDataset(shards)
+    for i in range(len(items)):
+        item = items[i]
+        units, mel = torch.as_tensor(item["units"]).long(), torch.as_tensor(item["mel"]).double()  # (L,), (F, 80)
+        frames = min(mel.shape[0], grid.frames(len(units)))
+        owner = units[grid.token_of(torch.arange(frames))]
+        sums.index_add_(0, owner, mel[:frames])
+        counts.index_add_(0, owner, torch.ones(frames, dtype=torch.float64))
+    return (sums / counts.clamp(min=1)[:, None]).float()
+
+
 def pick_items(cfg: GateConfig) -> list[tuple[dict, dict]]:
     """(item, prompt item of the same speaker) pairs, dev speakers first, per language up to ``max_items``."""
     rows = []
@@ -89,7 +109,8 @@ def pick_items(cfg: GateConfig) -> list[tuple[dict, dict]]:
     for r in rows:
         if not cfg.min_seconds <= r["duration"] <= cfg.max_seconds or count[r["lang"]] >= cfg.max_items:
             continue
-        prompt = next((p for p in by_speaker[r["speaker"]] if p["id"] != r["id"] and p["duration"] >= 3.0), None)
+        prompt = next((p for p in by_speaker[r["speaker"]] if p["id"] != r["id"] and 3.0 <= p["duration"] <= 15.0),
+                      None)  # a typical 3-15 s reference
         if prompt is not None:
             picked.append((r, prompt))
             count[r["lang"]] += 1
@@ -128,6 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
     grid = FrameGrid.for_rates(22050, 256, 25.0, flow.config.encoder.static_chunk_size)
     t2w, ge2e = HiFiGANToken2Wav(flow, vocoder, grid), speaker_encoder(cfg)
     judge = get_judge(cfg.judge, threads=cfg.threads)
+    means = unit_mean_mels(cfg.unit_means, grid, units.cfg.num_units) if cfg.unit_means else None
 
     records, started = [], time.perf_counter()
     for item, prompt_item in pick_items(cfg):
@@ -137,7 +159,12 @@ def main(argv: list[str] | None = None) -> dict:
         wave22 = resample(wave16, 16000, 22050)
         with torch.inference_mode():
             waves["vocoder"] = resample(vocoder.vocode(log_mel(wave22, HIFIGAN_22K)[None])[0], 22050, 16000)
-        waves["resynthesis"] = resample(torch.from_numpy(t2w.render(prompt, units(wave16).tolist())), 22050, 16000)
+        ids = units(wave16)
+        waves["resynthesis"] = resample(torch.from_numpy(t2w.render(prompt, ids.tolist())), 22050, 16000)
+        if means is not None:
+            mel = means[ids[grid.token_of(torch.arange(grid.frames(len(ids))))]].T[None]  # (1, 80, F)
+            with torch.inference_mode():
+                waves["unit_means"] = resample(vocoder.vocode(mel)[0], 22050, 16000)
         rec = {"id": item["id"], "speaker": item["speaker"], "lang": item["lang"], "split": item["split"],
                "text": item["text"], "prompt_id": prompt_item["id"]}
         for name, wave in waves.items():
@@ -152,7 +179,7 @@ def main(argv: list[str] | None = None) -> dict:
     for lang in sorted({r["lang"] for r in records}):
         mine = [r for r in records if r["lang"] == lang]
         rates = {k: sum(r[k]["errors"] for r in mine) / max(1, sum(r[k]["words"] for r in mine))
-                 for k in ("source", "vocoder", "resynthesis")}
+                 for k in ("source", "vocoder", "resynthesis", "unit_means") if k in mine[0]}
         totals[lang] = {**rates, "items": len(mine),
                         "passes": rates["resynthesis"] <= cfg.ratio * max(rates["source"], 1e-9)}
     report = {"config": raw, "totals": totals, "seconds": round(time.perf_counter() - started, 1),
@@ -165,5 +192,6 @@ def main(argv: list[str] | None = None) -> dict:
 if __name__ == "__main__":
     r = main()
     for lang, t in r["totals"].items():
-        print(f"{lang}: source {t['source']:.3f}  vocoder {t['vocoder']:.3f}  resynthesis {t['resynthesis']:.3f}  "
-              f"({t['items']} items) {'PASS' if t['passes'] else 'FAIL'}", file=sys.stderr)
+        means = f"  unit means {t['unit_means']:.3f}" if "unit_means" in t else ""
+        print(f"{lang}: source {t['source']:.3f}  vocoder {t['vocoder']:.3f}  resynthesis {t['resynthesis']:.3f}"
+              f"{means}  ({t['items']} items) {'PASS' if t['passes'] else 'FAIL'}", file=sys.stderr)

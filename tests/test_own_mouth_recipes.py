@@ -62,3 +62,34 @@ def test_a_voice_reserved_for_evaluation_is_refused(tmp_path, parts):
     with pytest.raises(VoiceError, match="reserved for evaluation"):
         mouth_assemble.main(["--config", str(_config(tmp_path, parts, engine_voice="flite:slt"))])
     assert not (tmp_path / "mouth").exists()
+
+
+def test_gate_pairs_items_with_a_prompt_of_the_same_speaker(tmp_path):
+    import mouth_resynth_gate as gate
+
+    rows = [{"id": f"{spk}-{lang}-{i}", "audio": f"a/{i}.wav", "text": "t", "lang": lang, "speaker": spk,
+             "split": split, "duration": dur, "kind": "utterance"}
+            for spk, split in (("held", "dev_speakers"), ("seen", "dev"), ("train", "train"))
+            for lang in ("en", "zh") for i, dur in enumerate((2.0, 4.0, 20.0, 3.5))]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = gate.GateConfig(units="", flow="", manifests=[str(tmp_path / "m.jsonl")], out="", max_items=3)
+    pairs = gate.pick_items(cfg)
+    assert [(a["id"], b["id"]) for a, b in pairs if a["lang"] == "en"] == [
+        ("held-en-0", "held-en-1"), ("held-en-1", "held-en-3"), ("held-en-3", "held-en-1")]  # 20 s: too long
+    assert all(a["speaker"] == b["speaker"] and a["split"] != "train" for a, b in pairs)
+
+
+def test_unit_means_average_the_frames_of_each_unit(tmp_path):
+    import mouth_resynth_gate as gate
+    import numpy as np
+
+    from mgm_omni.generation.wave.frame_grid import FrameGrid
+    from mgm_omni.training.shards import ShardWriter
+
+    grid = FrameGrid.for_rates(22050, 256, 25.0, 5)
+    with ShardWriter(tmp_path / "items", length_field="mel") as w:
+        w.add({"units": np.array([0, 1, 0], np.int32), "mel": np.repeat(np.array([[1.0], [5.0], [3.0]], np.float32),
+                                                                        [3, 4, 3], axis=0) * np.ones((1, 80), np.float32),
+               "xvector": np.zeros(256, np.float32)})
+    means = gate.unit_mean_mels(str(tmp_path / "items"), grid, 4)
+    assert means.shape == (4, 80) and means[0, 0].item() == 2.0 and means[1, 0].item() == 5.0 and means[2].abs().sum() == 0
