@@ -11,6 +11,10 @@
 3. Build :class:`~mgm_omni.models.flow.CausalFlow` (seeded) and train it on the CFM loss (cosine t, sigma_min,
    prompt-mel prefix masked out of the loss, classifier-free-guidance dropout of the conditions).
 4. Export ``<out_dir>/flow/`` (``flow.safetensors`` with the official ``flow.pt`` key names, ``flow_config.json``).
+
+The shipped flow (``flow_small.yaml``, one torch thread; its header has the whole retrain and gate commands):
+
+    OMP_NUM_THREADS=1 python recipes/flow.py --config recipes/configs/flow_small.yaml
 """
 
 from __future__ import annotations
@@ -63,6 +67,17 @@ def flow_items(data: DataSection, is_main: bool) -> ShardDataset:
     return ShardDataset(out)
 
 
+def export_flow(checkpoint: str | Path, flow_cfg: FlowConfig, out: str | Path) -> Path:
+    """Write ``out/flow.safetensors`` (official key names) + ``out/flow_config.json`` from a training checkpoint
+    (also of a run still going: ``export_flow(latest_checkpoint(out_dir), cfg, dest)`` to gate it)."""
+    out = Path(out)
+    state = {k[len("flow."):]: v for k, v in load_state_dict(checkpoint).items()}
+    save_state_dict(state, out)
+    (out / "model.safetensors").replace(out / "flow.safetensors")
+    (out / "flow_config.json").write_text(json.dumps(flow_cfg.to_dict(), indent=2) + "\n")
+    return out
+
+
 def main(argv: list[str] | None = None) -> FitResult:
     args = parse_recipe_args(argv, __doc__.splitlines()[0])
     raw = load_recipe_config(args.config, args.overrides, SECTIONS)
@@ -88,12 +103,7 @@ def main(argv: list[str] | None = None) -> FitResult:
                                    * min(objective_cfg.segment_frames, int(b["mel_lengths"].min()))},
         )
         if info.is_main and result.state.step >= train.max_steps:
-            out = Path(train.out_dir) / "flow"
-            state = {k[len("flow."):]: v for k, v in load_state_dict(latest_checkpoint(train.out_dir)).items()}
-            save_state_dict(state, out)
-            (out / "model.safetensors").rename(out / "flow.safetensors")
-            (out / "flow_config.json").write_text(json.dumps(flow_cfg.to_dict(), indent=2) + "\n")
-            result.extra["export"] = out
+            result.extra["export"] = export_flow(latest_checkpoint(train.out_dir), flow_cfg, Path(train.out_dir) / "flow")
         return result
     finally:
         cleanup()

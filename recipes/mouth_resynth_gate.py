@@ -12,7 +12,12 @@ speakers first; at most ``max_items`` per language, clips of at most ``max_secon
    and GE2E x-vector, as a voice is made) -> HiFi-GAN;
 4. with ``unit_means`` (flow item shards, ``recipes/flow.py``): every unit replaced by its mean training mel
    frame -> HiFi-GAN. No flow at all, so it compares tokenizers before any flow is trained (a crude floor:
-   what the units alone say).
+   what the units alone say);
+5. with ``mu``: the flow encoder's projected mu straight to HiFi-GAN (no ODE). For a flow trained with the
+   prior loss (``objective.prior_weight``) mu is on the mel scale: this shows what the condition alone carries.
+
+``flow_overrides`` sets inference keys of the flow config (``n_timesteps``, ``inference_cfg_rate``) without
+re-exporting; ``langs`` limits the languages (e.g. ``[en]`` for a quick check of a checkpoint).
 
 Scores per language (EN WER, ZH CER), as the evaluation harness scores (``eval.metrics.score_transcript``:
 normalised text; errors capped at the reference length): corpus rate = capped errors / reference words.
@@ -37,8 +42,12 @@ import yaml
 from mgm_omni.audio import HIFIGAN_22K, load_audio, log_mel, resample
 from mgm_omni.eval.judges import get_judge, transcribe_long
 from mgm_omni.eval.metrics import score_transcript
+from mgm_omni.checkpoint import load_into, load_state_dict
 from mgm_omni.generation.wave.frame_grid import FrameGrid
-from mgm_omni.generation.wave.hifigan_stack import HiFiGANToken2Wav, load_flow, load_hifigan_vocoder
+from mgm_omni.generation.wave.hifigan_stack import HiFiGANToken2Wav, load_hifigan_vocoder
+from mgm_omni.generation.wave.regulated_flow import grid_mu
+from mgm_omni.models.flow import CausalFlow
+from mgm_omni.models.flow_config import FlowConfig
 from mgm_omni.generation.wave.own_frontend import load_ge2e, own_prompt
 from mgm_omni.models.unit_tokenizer import WhisperUnitTokenizer
 from mgm_omni.training.config import from_dict
@@ -55,6 +64,9 @@ class GateConfig:
     out: str
     ge2e: str | None = None  # a converted ge2e.safetensors folder; default: resemblyzer's pretrained.pt
     unit_means: str | None = None  # flow item shards (units + mel per clip) to average the mel of each unit
+    mu: bool = False  # score the flow encoder's mu straight to HiFi-GAN too
+    flow_overrides: dict = field(default_factory=dict)  # n_timesteps / inference_cfg_rate at inference
+    langs: list | None = None  # None: every language of the manifests
     splits: list = field(default_factory=lambda: ["dev_speakers", "dev"])
     max_items: int = 20  # per language
     max_seconds: float = 12.0
@@ -62,6 +74,20 @@ class GateConfig:
     judge: str = "whisper-base"
     ratio: float = 1.5
     threads: int = 1
+
+
+INFERENCE_KEYS = ("n_timesteps", "inference_cfg_rate")
+
+
+def load_gate_flow(folder: str, overrides: dict) -> CausalFlow:
+    """The exported flow of ``folder`` with inference keys of its config replaced (checked before loading)."""
+    unknown = sorted(set(overrides) - set(INFERENCE_KEYS))
+    if unknown:
+        raise SystemExit(f"flow_overrides: unknown key(s) {unknown} (known: {list(INFERENCE_KEYS)})")
+    raw = json.loads((Path(folder) / "flow_config.json").read_text(encoding="utf-8"))
+    flow = CausalFlow(FlowConfig.from_dict({**raw, **overrides}))
+    load_into(flow, load_state_dict(Path(folder) / "flow.safetensors"))
+    return flow.eval()
 
 
 def speaker_encoder(cfg: GateConfig):
@@ -99,7 +125,8 @@ def pick_items(cfg: GateConfig) -> list[tuple[dict, dict]]:
     rows = []
     for manifest in cfg.manifests:
         for row in read_jsonl(manifest):
-            if row.get("split") in cfg.splits and row.get("kind", "utterance") == "utterance":
+            if (row.get("split") in cfg.splits and row.get("kind", "utterance") == "utterance"
+                    and (cfg.langs is None or row.get("lang") in cfg.langs)):
                 rows.append({**row, "path": str(Path(manifest).parent / row["audio"])})
     rows.sort(key=lambda r: (cfg.splits.index(r["split"]), r["id"]))
     by_speaker = defaultdict(list)
@@ -145,7 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(cfg.threads)
 
     units = WhisperUnitTokenizer.from_file(cfg.units)
-    flow, vocoder = load_flow(cfg.flow), load_hifigan_vocoder(cfg.flow)
+    flow, vocoder = load_gate_flow(cfg.flow, cfg.flow_overrides), load_hifigan_vocoder(cfg.flow)
     grid = FrameGrid.for_rates(22050, 256, 25.0, flow.config.encoder.static_chunk_size)
     t2w, ge2e = HiFiGANToken2Wav(flow, vocoder, grid), speaker_encoder(cfg)
     judge = get_judge(cfg.judge, threads=cfg.threads)
@@ -161,6 +188,10 @@ def main(argv: list[str] | None = None) -> dict:
             waves["vocoder"] = resample(vocoder.vocode(log_mel(wave22, HIFIGAN_22K)[None])[0], 22050, 16000)
         ids = units(wave16)
         waves["resynthesis"] = resample(torch.from_numpy(t2w.render(prompt, ids.tolist())), 22050, 16000)
+        if cfg.mu:
+            with torch.inference_mode():
+                mel = grid_mu(flow, grid, prompt.tokens, ids.tolist())
+                waves["mu"] = resample(vocoder.vocode(mel)[0], 22050, 16000)
         if means is not None:
             mel = means[ids[grid.token_of(torch.arange(grid.frames(len(ids))))]].T[None]  # (1, 80, F)
             with torch.inference_mode():
@@ -179,7 +210,7 @@ def main(argv: list[str] | None = None) -> dict:
     for lang in sorted({r["lang"] for r in records}):
         mine = [r for r in records if r["lang"] == lang]
         rates = {k: sum(r[k]["errors"] for r in mine) / max(1, sum(r[k]["words"] for r in mine))
-                 for k in ("source", "vocoder", "resynthesis", "unit_means") if k in mine[0]}
+                 for k in ("source", "vocoder", "resynthesis", "mu", "unit_means") if k in mine[0]}
         totals[lang] = {**rates, "items": len(mine),
                         "passes": rates["resynthesis"] <= cfg.ratio * max(rates["source"], 1e-9)}
     report = {"config": raw, "totals": totals, "seconds": round(time.perf_counter() - started, 1),
@@ -192,6 +223,7 @@ def main(argv: list[str] | None = None) -> dict:
 if __name__ == "__main__":
     r = main()
     for lang, t in r["totals"].items():
-        means = f"  unit means {t['unit_means']:.3f}" if "unit_means" in t else ""
+        means = f"  mu {t['mu']:.3f}" if "mu" in t else ""
+        means += f"  unit means {t['unit_means']:.3f}" if "unit_means" in t else ""
         print(f"{lang}: source {t['source']:.3f}  vocoder {t['vocoder']:.3f}  resynthesis {t['resynthesis']:.3f}"
               f"{means}  ({t['items']} items) {'PASS' if t['passes'] else 'FAIL'}", file=sys.stderr)

@@ -9,7 +9,7 @@ import torch
 
 from mgm_omni.models.flow_config import FlowEstimatorConfig
 from mgm_omni.models.flow_estimator import CausalConditionalDecoder
-from mgm_omni.models.flow_loss import FlowLossConfig, FlowLossError, flow_matching_loss, sample_times
+from mgm_omni.models.flow_loss import FlowLossConfig, FlowLossError, flow_matching_loss, prior_loss, sample_times
 
 M = 80
 NO_CFG = FlowLossConfig(cfg_rate=0.0)
@@ -126,3 +126,23 @@ def test_bad_input_is_refused_before_the_network_runs():
         flow_matching_loss(never, x1, mu, torch.ones(2, 19), spks, cond)
     with pytest.raises(FlowLossError, match="t_scheduler"):
         FlowLossConfig(t_scheduler="sigmoid")
+
+
+def test_prior_loss_scores_mu_against_the_mel_on_the_masked_frames():
+    x1, mu, _, _, _ = _batch()
+    mask = torch.ones(2, 20)
+    mask[1, 15:] = 0  # 35 frames scored
+    diff = (mu - x1)[:, :, :20]
+    scored = torch.cat([diff[0].flatten(), diff[1, :, :15].flatten()])
+    assert float(prior_loss(mu, x1, mask)) == pytest.approx(float(scored.square().mean()), rel=1e-6)
+    assert float(prior_loss(mu, x1, mask, "l1")) == pytest.approx(float(scored.abs().mean()), rel=1e-6)
+    assert float(prior_loss(x1, x1, mask)) == 0.0
+    mu.requires_grad_(True)
+    prior_loss(mu, x1, mask).backward()
+    assert float(mu.grad[1, :, 15:].abs().max()) == 0.0 and float(mu.grad[1, :, :15].abs().min()) > 0
+    with pytest.raises(FlowLossError, match="share one"):
+        prior_loss(mu[:, :, :5], x1, mask)
+    with pytest.raises(FlowLossError, match="kind"):
+        prior_loss(mu, x1, mask, "huber")
+    with pytest.raises(FlowLossError, match="no frame"):
+        prior_loss(mu, x1, torch.zeros(2, 20))

@@ -93,3 +93,29 @@ def test_unit_means_average_the_frames_of_each_unit(tmp_path):
                "xvector": np.zeros(256, np.float32)})
     means = gate.unit_mean_mels(str(tmp_path / "items"), grid, 4)
     assert means.shape == (4, 80) and means[0, 0].item() == 2.0 and means[1, 0].item() == 5.0 and means[2].abs().sum() == 0
+
+
+def test_gate_mu_is_what_the_flow_solver_is_given_and_overrides_change_inference_only(tmp_path, parts):
+    import mouth_resynth_gate as gate
+    import torch
+
+    from mgm_omni.generation.wave.frame_grid import FrameGrid
+    from mgm_omni.generation.wave.regulated_flow import grid_mel, grid_mu
+
+    flow = gate.load_gate_flow(str(parts.flow), {"n_timesteps": 3, "inference_cfg_rate": 0.0})
+    assert (flow.config.n_timesteps, flow.decoder.n_timesteps, flow.decoder.cfg_rate) == (3, 3, 0.0)
+    with pytest.raises(SystemExit, match="unknown key"):
+        gate.load_gate_flow(str(parts.flow), {"vocab_size": 8})
+    grid = FrameGrid.for_rates(22050, 256, 25.0, flow.config.encoder.static_chunk_size)
+    gen = torch.Generator().manual_seed(0)
+    vocab, n_prompt = flow.config.vocab_size, 7
+    prompt = (torch.randint(0, vocab, (1, n_prompt), generator=gen),
+              torch.randn(1, grid.frames(n_prompt), 80, generator=gen), torch.randn(1, flow.config.spk_embed_dim))
+    tokens = torch.randint(0, vocab, (30,), generator=gen).tolist()
+    seen = []
+    solver = flow.decoder.forward
+    flow.decoder.forward = lambda mu, *a, **k: seen.append(mu.clone()) or solver(mu, *a, **k)
+    mel = grid_mel(flow, grid, *prompt, tokens)
+    mu = grid_mu(flow, grid, prompt[0], tokens)
+    assert mu.shape == mel.shape == (1, 80, grid.frames(37) - grid.frames(7))
+    assert torch.equal(mu, seen[0][:, :, grid.frames(7):])

@@ -11,6 +11,7 @@ import torch
 from mgm_omni.checkpoint import load_into, load_state_dict
 from mgm_omni.models.flow import CausalFlow, regulated_frames
 from mgm_omni.models.flow_config import FlowConfig
+from mgm_omni.models.flow_loss import prior_loss
 from mgm_omni.training.config import read_yaml
 from mgm_omni.training.flow_data import FlowCollate, write_flow_items
 from mgm_omni.training.flow_objective import FlowObjective, FlowTrainConfig
@@ -79,6 +80,34 @@ def test_prompt_frames_condition_but_are_not_learned(items):
         _, count_all = never(batch)
     assert int(count_all) == 3 * width
     assert 3 * width * 0.5 < int(count_prompted) < 3 * width  # prompts of up to half the window are not learned
+
+
+def test_prior_weight_adds_the_prior_loss_of_mu_on_the_window_mel(items):
+    """Same draws with and without the prior: the difference is w x the prior loss of mu (from the objective's
+    own encoder path) on the window's mel, averaged over the window frames; off by default."""
+    torch.manual_seed(0)
+    flow = CausalFlow(FlowConfig.from_dict(read_yaml(CONFIGS / "flow_tiny.yaml", "model")))
+    batch = FlowCollate()([ShardDataset(items / "six_items")[i] for i in range(3)])
+    assert FlowTrainConfig().prior_weight == 0.0
+    kw = dict(segment_frames=60, prompt_prob=1.0, prompt_max_ratio=0.5, cfg_rate=0.0, chunk_causal=True)
+    plain, prior = FlowObjective(flow, FlowTrainConfig(**kw)), FlowObjective(flow, FlowTrainConfig(**kw, prior_weight=2.0))
+    n_units, n_frames = batch["units_lengths"].tolist(), batch["mel_lengths"].tolist()
+    with one_thread(), torch.no_grad():
+        torch.manual_seed(3)
+        starts = [int(torch.randint(0, f - 60 + 1, ())) for f in n_frames]  # the objective's first draws
+        x1 = torch.stack([batch["mel"][i, s:s + 60] for i, s in enumerate(starts)]).transpose(1, 2)
+        mu = torch.stack([plain._mu(batch["units"][i], n_units[i], n_frames[i], s, 60)
+                          for i, s in enumerate(starts)]).transpose(1, 2)
+        expected = float(prior_loss(mu, x1, torch.ones(3, 60)))
+        torch.manual_seed(3)
+        loss_plain, count = plain(batch)
+        torch.manual_seed(3)
+        loss_prior, count2 = prior(batch)
+    assert int(count) == int(count2) < 3 * 60
+    assert expected > 1.0  # an untrained mu is far from the mel
+    assert float(loss_prior - loss_plain) / int(count) == pytest.approx(2.0 * expected, rel=1e-4)
+    with pytest.raises(ValueError, match="prior_loss"):
+        FlowTrainConfig(prior_loss="huber")
 
 
 @pytest.mark.slow

@@ -115,3 +115,34 @@ def flow_matching_loss(
         raise FlowLossError(f"input_mask must cover the {frames} frames, got {tuple(input_mask.shape)}")
     pred = estimator(y, mu * seen, t, spks, cond * seen, attn_mask)  # (B, M, T)
     return ((pred - target) * mask).square().sum() / (valid * m)
+
+
+def prior_loss(mu: torch.Tensor, x1: torch.Tensor, mask: torch.Tensor, kind: str = "l2") -> torch.Tensor:
+    """Matcha-TTS style prior loss: the encoder's projected ``mu`` regressed on the target mel itself.
+
+    CosyVoice2 trains ``mu`` only through the estimator, which a small flow trained briefly learns to ignore
+    (it renders fluent speech of the wrong words). Pulling ``mu`` onto the mel makes the condition carry the
+    content directly; the estimator then only refines it.
+
+    Args:
+        mu, x1: (B, M, T) encoder output (before guidance dropout) and target mel.
+        mask: (B, 1, T) or (B, T), 1 on the frames to score.
+        kind: ``"l2"`` (mean squared error, Matcha's prior) or ``"l1"``.
+
+    Returns:
+        The mean error per scored frame and mel bin (a scalar with gradients).
+    """
+    if mu.dim() != 3 or mu.shape != x1.shape:
+        raise FlowLossError(f"mu and x1 must share one (B, M, T) shape, got {tuple(mu.shape)}, {tuple(x1.shape)}")
+    if kind not in ("l1", "l2"):
+        raise FlowLossError(f"prior loss kind must be 'l1' or 'l2', got {kind!r}")
+    b, m, frames = x1.shape
+    mask = mask.reshape(b, 1, -1).to(x1.dtype)
+    if mask.shape[-1] != frames:
+        raise FlowLossError(f"mask must cover the {frames} frames, got {tuple(mask.shape)}")
+    valid = mask.sum()
+    if float(valid) <= 0:
+        raise FlowLossError("mask selects no frame")
+    diff = (mu - x1) * mask
+    err = diff.square() if kind == "l2" else diff.abs()
+    return err.sum() / (valid * m)

@@ -12,7 +12,9 @@ Per clip:
 3. the x-vector is L2-normalised and projected (``spk_embed_affine_layer``).
 
 Then :func:`~mgm_omni.models.flow_loss.flow_matching_loss` (cosine time schedule, ``sigma_min``,
-classifier-free-guidance dropout of mu, x-vector and prompt with ``cfg_rate``) over the non-prompt frames.
+classifier-free-guidance dropout of mu, x-vector and prompt with ``cfg_rate``) over the non-prompt frames,
+plus, with ``prior_weight`` > 0, that weight times Matcha's prior loss of mu on the window's mel
+(:func:`~mgm_omni.models.flow_loss.prior_loss`; off by default, as CosyVoice2 trains).
 With ``chunk_causal`` the encoder and estimator use the chunk-causal masks of streaming inference.
 Randomness (window, prompt, t, noise, dropout) comes from the global torch RNG, which checkpoints restore.
 """
@@ -26,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mgm_omni.models.flow import CausalFlow, chunk_attention_mask, frame_to_token
-from mgm_omni.models.flow_loss import FlowLossConfig, flow_matching_loss
+from mgm_omni.models.flow_loss import FlowLossConfig, flow_matching_loss, prior_loss
 
 
 @dataclass
@@ -40,12 +42,17 @@ class FlowTrainConfig:
     sigma_min: float = 1e-6
     t_scheduler: str = "cosine"
     cfg_rate: float = 0.2
+    prior_weight: float = 0.0  # 0 = CosyVoice2 (no prior loss); > 0 adds w x prior loss of mu on the mel
+    prior_loss: str = "l2"
 
     def __post_init__(self) -> None:
         if self.segment_frames < 2:
             raise ValueError(f"segment_frames must be >= 2, got {self.segment_frames}")
         if not (0 <= self.prompt_prob <= 1 and 0 <= self.prompt_max_ratio < 1):
             raise ValueError("prompt_prob must be in [0, 1] and prompt_max_ratio in [0, 1)")
+        if self.prior_weight < 0 or self.prior_loss not in ("l1", "l2"):
+            raise ValueError(f"prior_weight must be >= 0 and prior_loss 'l1' or 'l2', got {self.prior_weight}, "
+                             f"{self.prior_loss!r}")
 
     @property
     def loss(self) -> FlowLossConfig:
@@ -95,5 +102,7 @@ class FlowObjective(nn.Module):
         learned = ~is_prompt  # (B, F)
         loss = flow_matching_loss(self.flow.decoder.estimator, x1, mu, learned, spks, cond, self.cfg.loss,
                                   attn_mask=attn, input_mask=torch.ones_like(learned))
+        if self.cfg.prior_weight > 0:  # mu of every window frame (prompt too) onto its mel
+            loss = loss + self.cfg.prior_weight * prior_loss(mu, x1, torch.ones_like(learned), self.cfg.prior_loss)
         count = learned.sum()
         return loss * count, count

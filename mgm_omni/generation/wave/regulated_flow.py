@@ -6,6 +6,7 @@ model as CosyVoice2's with other config values; what differs is only the grid it
 (:class:`~mgm_omni.generation.wave.frame_grid.FrameGrid`). Here:
 
 * :func:`grid_mel` renders prompt + tokens in one call, chunk-causal (the attention a stream has) or full;
+  :func:`grid_mu` is its encoder output alone (no ODE), a diagnostic;
 * :class:`GridFlowStream` renders the next tokens of a stream, holding the keys/values each layer and ODE
   step needs (:class:`~mgm_omni.generation.wave.frame_grid.GridCache`): a call costs only its new chunks.
   Within ``left_chunks`` of history it is exactly the chunk-causal :func:`grid_mel`.
@@ -42,6 +43,31 @@ def _check_ids(flow, ids: torch.Tensor) -> None:
         raise GridError(f"speech token ids must lie in [0, {flow.config.vocab_size})")
 
 
+def _grid_encode(flow, grid: FrameGrid, prompt_tokens: torch.Tensor, tokens: Sequence[int], chunked: bool):
+    """Encoder output mu (1, 80, F(Lp + n)) of prompt + tokens and the estimator's frame mask (or None)."""
+    ids = torch.cat([prompt_tokens.long(), torch.tensor([list(tokens)], dtype=torch.long)], dim=1)
+    _check_ids(flow, ids)
+    n_total = ids.shape[1]
+    if n_total == prompt_tokens.shape[1]:
+        raise GridError("no speech tokens to render")
+    src = grid.token_of(torch.arange(grid.frames(n_total)))  # (F,) token of every frame
+    token_mask = frame_mask = None
+    if chunked:
+        token_chunk = torch.arange(n_total) // grid.chunk
+        token_mask, frame_mask = chunk_attention_mask(token_chunk), chunk_attention_mask(token_chunk[src])
+    h = flow.encoder(flow.input_embedding(ids), None, src, token_mask, frame_mask)
+    return flow.encoder_proj(h).transpose(1, 2), frame_mask  # (1, 80, F)
+
+
+@torch.inference_mode()
+def grid_mu(flow, grid: FrameGrid, prompt_tokens: torch.Tensor, tokens: Sequence[int],
+            chunked: bool = True) -> torch.Tensor:
+    """The encoder's projected mu (1, 80, F(Lp + n) - F(Lp)) of ``tokens`` after the prompt, no ODE: the
+    condition the estimator refines (on the mel scale for a flow trained with a prior loss; a diagnostic)."""
+    mu, _ = _grid_encode(flow, grid, prompt_tokens, tokens, chunked)
+    return mu[:, :, grid.frames(prompt_tokens.shape[1]):]
+
+
 @torch.inference_mode()
 def grid_mel(flow, grid: FrameGrid, prompt_tokens: torch.Tensor, prompt_mel: torch.Tensor, xvector: torch.Tensor,
              tokens: Sequence[int], chunked: bool = True) -> torch.Tensor:
@@ -50,19 +76,8 @@ def grid_mel(flow, grid: FrameGrid, prompt_tokens: torch.Tensor, prompt_mel: tor
     ``chunked``: chunk-causal attention on the grid (what a stream computes); False: full attention.
     """
     _check_prompt(flow, grid, prompt_tokens, prompt_mel, xvector)
-    ids = torch.cat([prompt_tokens.long(), torch.tensor([list(tokens)], dtype=torch.long)], dim=1)
-    _check_ids(flow, ids)
-    n_prompt, n_total = prompt_tokens.shape[1], ids.shape[1]
-    if n_total == n_prompt:
-        raise GridError("no speech tokens to render")
-    frames = grid.frames(n_total)
-    src = grid.token_of(torch.arange(frames))  # (F,) token of every frame
-    token_mask = frame_mask = None
-    if chunked:
-        token_chunk = torch.arange(n_total) // grid.chunk
-        token_mask, frame_mask = chunk_attention_mask(token_chunk), chunk_attention_mask(token_chunk[src])
-    h = flow.encoder(flow.input_embedding(ids), None, src, token_mask, frame_mask)
-    mu = flow.encoder_proj(h).transpose(1, 2)  # (1, 80, F)
+    mu, frame_mask = _grid_encode(flow, grid, prompt_tokens, tokens, chunked)
+    frames = mu.shape[2]
     n_prompt_frames = prompt_mel.shape[1]
     cond = torch.zeros_like(mu)
     cond[:, :, :n_prompt_frames] = prompt_mel.transpose(1, 2).to(mu.dtype)
