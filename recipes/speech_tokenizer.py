@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import shutil
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -166,9 +167,15 @@ def main(argv: list[str] | None = None) -> FitResult:
             continue
         shutil.rmtree(out, ignore_errors=True)
         ids, units = [], []
+        start, seconds = time.perf_counter(), 0.0
         for _, row, wave in clips(DataSection([manifest]), data.extract_splits):
             ids.append(row["id"])
             units.append(tok(wave).numpy().astype(np.int32))
+            seconds += wave.numel() / 16000
+            if len(ids) % 500 == 0:  # progress: audio seconds per wall second
+                wall = time.perf_counter() - start
+                log.warning("units: %d clips, %.0f s audio in %.0f s (%.0fx real time)", len(ids), seconds,
+                            wall, seconds / max(wall, 1e-9))
         write_units(out, ids, units)
         extracted[str(out)] = len(ids)
     res = FitResult(history, TrainState(step=max(0, len(history) - 1)), tok)

@@ -61,6 +61,7 @@ class TextFrontendConfig:
     train_sources: dict = field(default_factory=dict)  # lang -> names of mgm_omni.data.text_sources
     train_files: dict = field(default_factory=dict)  # lang -> files of one sentence a line
     rate_manifests: list = field(default_factory=list)  # JSONL: text, language, duration (seconds)
+    rate_splits: list = field(default_factory=list)  # only these ``split`` values of rate_manifests (all if empty)
     render: dict = field(default_factory=dict)  # engine name -> sentences to render (RENDER_ENGINES)
     sweep_vocab_sizes: list = field(default_factory=list)
     seed: int = 0
@@ -108,6 +109,8 @@ def read_manifest(path: str, need_duration: bool) -> list[dict]:
             if not line.strip():
                 continue
             row = json.loads(line)
+            if "language" not in row and "lang" in row:  # corpus manifests name it ``lang``
+                row["language"] = row["lang"]
             ok = isinstance(row.get("text"), str) and row.get("language") in LANGS
             if need_duration:
                 ok = ok and isinstance(row.get("duration"), (int, float)) and row["duration"] > 0
@@ -186,7 +189,8 @@ def run(cfg: TextFrontendConfig) -> dict[str, dict]:
     """Run the recipe; returns the final tokenizer's per-language stats (raises ``RecipeError`` on failure)."""
     t0 = time.perf_counter()
     pairs = training_text(cfg)
-    rate_rows = [r for p in cfg.rate_manifests for r in read_manifest(p, True)]
+    rate_rows = [r for p in cfg.rate_manifests for r in read_manifest(p, True)
+                 if not cfg.rate_splits or r.get("split") in cfg.rate_splits]
     if cfg.render:
         rendered = render_rate_rows(cfg, pairs)
         held_out = {r["text"] for r in rendered}

@@ -143,3 +143,18 @@ def test_recipe_tokens_per_second_check(tmp_path, capsys):
         bad = tmp_path / "bad.jsonl"
         bad.write_text('{"text": "hi", "language": "en"}\n', encoding="utf-8")
         recipe.run(replace(cfg, rate_manifests=[str(bad)]))
+
+
+def test_recipe_reads_corpus_manifests_and_their_rate_splits(tmp_path):
+    # the corpus builder's manifests name the language ``lang`` and carry a ``split``
+    recipe = _recipe()
+    manifest = tmp_path / "corpus.jsonl"
+    rows = [{"text": t, "lang": lang, "duration": n / 2.5, "split": split}
+            for lang, t, n in SENTENCES for split in ("train", "dev")]
+    manifest.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    cfg = recipe.load_config(ROOT / "recipes" / "configs" / "text_frontend_tiny.yaml")
+    cfg = replace(cfg, train_manifests=[str(manifest)], rate_manifests=[str(manifest)], output_dir=str(tmp_path / "t"))
+    every = recipe.run(cfg)
+    dev = recipe.run(replace(cfg, rate_splits=["dev"]))
+    assert sum(s["sentences"] for s in every.values()) == 2 * sum(s["sentences"] for s in dev.values())
+    assert dev["en"]["tokens_per_second"] == pytest.approx(every["en"]["tokens_per_second"])

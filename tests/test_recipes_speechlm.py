@@ -89,6 +89,17 @@ def test_stage1_two_steps_pinned_and_only_new_parameters_move(corpus, tmp_path):
     assert (tmp_path / "s1" / "model" / "config.json").is_file()
 
 
+def test_stage1_from_scratch_trains_the_backbone_and_text_rows_too(corpus, tmp_path):
+    res = run("speechlm_stage1", "speechlm_stage1_tiny", *_args(corpus, tmp_path / "s1"),
+              "model.freeze_pretrained=false")
+    init = random_speech_lm(res.model.model.cfg, seed=0, norm_jitter=0.0, embed_std=0.02).state_dict()
+    now = res.model.model.state_dict()
+    first_new = res.model.model.cfg.text_size - 3
+    for key in ("model.layers.0.mlp.up_proj.weight", "model.norm.weight"):
+        assert not torch.equal(now[key], init[key])
+    assert not torch.equal(now["model.embed_tokens.weight"][:first_new], init["model.embed_tokens.weight"][:first_new])
+
+
 def test_stage2_from_stage1_export_trains_everything(corpus, tmp_path):
     res = run("speechlm_stage2", "speechlm_stage2_tiny", *_args(corpus, tmp_path / "s2"))
     assert losses(res) == pytest.approx(GOLDEN_STAGE2, rel=1e-4)

@@ -59,9 +59,11 @@ def _row_mask_hook(start: int, stop: int):
     return hook
 
 
-def set_stage(model: SpeechLM, stage: str) -> list[torch.utils.hooks.RemovableHandle]:
+def set_stage(model: SpeechLM, stage: str, freeze_pretrained: bool = True) -> list[torch.utils.hooks.RemovableHandle]:
     """Mark what ``stage`` trains (``requires_grad``) and mask the gradient of pretrained embedding rows.
 
+    ``freeze_pretrained=False`` lets stage 1 train everything too: a backbone trained from scratch (our own
+    small mouth) has no pretrained layers or text rows to keep, and frozen random ones cannot learn to read.
     Returns the hook handles (remove them to train every row again). The embedding and ``lm_head`` rows are
     in AdamW's no-decay group, so a row with a zero gradient stays exactly as it was.
     """
@@ -69,7 +71,7 @@ def set_stage(model: SpeechLM, stage: str) -> list[torch.utils.hooks.RemovableHa
         raise ValueError(f"SpeechLM stage must be one of {STAGES}, got {stage!r}")
     model.requires_grad_(True)
     handles = []
-    if stage == "stage1":
+    if stage == "stage1" and freeze_pretrained:
         model.model.requires_grad_(False)
         if model.tts_adapter is None:
             raise ValueError("stage1 trains the TTS-Adapter, but this SpeechLM has none (tts_adapter_type)")

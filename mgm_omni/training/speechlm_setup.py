@@ -43,6 +43,7 @@ class SpeechLMModelSection:
     init_seed: int = 0
     init_embed_std: float = 0.02  # fresh model: embedding / tied lm_head rows N(0, std)
     init_norm_jitter: float = 0.0  # fresh model: norm gains 1 + jitter N(0, 1)
+    freeze_pretrained: bool = True  # stage 1 keeps the Qwen3 layers and text rows; false for a backbone from scratch
 
     def __post_init__(self) -> None:
         if (self.config is None) == (self.init is None):

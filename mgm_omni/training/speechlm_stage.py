@@ -39,7 +39,7 @@ def run_speechlm_stage(stage_name: str, args: RecipeArgs) -> FitResult:
     try:
         seed_everything(train.seed)  # the same initial weights on every rank
         model = build_speech_lm(model_section)
-        set_stage(model, stage_name)
+        set_stage(model, stage_name, model_section.freeze_pretrained)
         rows = prepare_rows(data_section, model.cfg, info)
         seed_everything(train.seed, info.rank)
         speech_eos, rate = model.cfg.speech_eos, data_section.unit_rate

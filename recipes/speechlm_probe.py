@@ -1,0 +1,125 @@
+"""Probe: does a SpeechLM being trained read its text? Greedy voice-cloned decodes of held-out items, by length.
+
+A model that has learnt the text-to-speech alignment writes about as many units as the source audio has
+(25 per second) and ends every chunk with eos; one that has not writes a fixed length, stops at once, or
+runs on until a safeguard closes the chunk. For each item (``--split``, ``--lang``; an utterance) and another
+item of the same speaker as the reference prompt (3-10 s), this prints the source and decoded unit counts,
+their ratio and how decoding ended; the summary line gives the median ratio and the share of clean ends.
+
+    python recipes/speechlm_probe.py --config recipes/configs/speechlm_stage1_small.yaml [--checkpoint DIR]
+    python recipes/speechlm_probe.py --model outputs/speechlm_stage1_small/model --config ...
+
+``--checkpoint`` (default: the newest checkpoint of the config's ``train.out_dir``) is exported to a
+temporary directory first; ``--model`` reads an exported directory. Text and units come from the config's
+``data`` section (its first manifest, units next to it). One CPU thread; no file is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from mgm_omni.config import SpeechLMConfig
+from mgm_omni.config.mouth import MouthSpec
+from mgm_omni.generation.sampling import SamplingConfig
+from mgm_omni.generation.speech.chunked_decode import DecodeConfig
+from mgm_omni.generation.speech.generator import SpeechGenerator, SpeechRequest
+from mgm_omni.hub.own_mouth import silence_codes
+from mgm_omni.models.speech_lm import SpeechLM
+from mgm_omni.models.unit_tokenizer import WhisperUnitTokenizer
+from mgm_omni.text import load_text_frontend
+from mgm_omni.training.checkpointing import latest_checkpoint
+from mgm_omni.training.config import TrainConfig, from_dict
+from mgm_omni.training.recipe_config import load_recipe_config
+from mgm_omni.training.speechlm_rows import read_jsonl
+from mgm_omni.training.speechlm_setup import SpeechLMDataSection, SpeechLMModelSection, export_speech_lm
+from mgm_omni.training.unit_shards import read_units
+
+UNIT_TOKENIZER = "outputs/speech_tokenizer/unit_tokenizer.safetensors"
+
+
+def pick_items(manifest: str, split: str, lang: str, n: int, seed: int) -> list[tuple[dict, dict]]:
+    """``n`` (target, reference) utterance pairs of one split and language, the reference another item of the
+    target's speaker of 3-10 s."""
+    rows = [r for r in read_jsonl(manifest) if r.get("split") == split and r.get("lang") == lang
+            and r.get("kind", "utterance") == "utterance"]
+    if not rows:
+        raise SystemExit(f"no {lang} utterance in split {split!r} of {manifest}")
+    rng = random.Random(seed)
+    targets = rng.sample(rows, min(n, len(rows)))
+    out = []
+    for t in targets:
+        refs = [r for r in rows if r["speaker"] == t["speaker"] and r["id"] != t["id"] and 3 <= r["duration"] <= 10]
+        if refs:
+            out.append((t, rng.choice(refs)))
+    return out
+
+
+def load_model(args, raw: dict) -> SpeechLM:
+    if args.model:
+        return SpeechLM.from_pretrained(args.model)
+    out_dir = from_dict(TrainConfig, raw["train"]).out_dir
+    ckpt = Path(args.checkpoint) if args.checkpoint else latest_checkpoint(out_dir)
+    if ckpt is None:
+        raise SystemExit(f"no checkpoint in {out_dir}")
+    section = from_dict(SpeechLMModelSection, raw["model"])
+    cfg = (SpeechLMConfig.from_dict(dict(section.config), strict=True) if section.config is not None
+           else SpeechLMConfig.from_json_file(Path(section.init) / "config.json"))
+    with tempfile.TemporaryDirectory() as tmp:
+        export_speech_lm(cfg, ckpt, tmp)
+        print(f"checkpoint {ckpt}", file=sys.stderr)
+        return SpeechLM.from_pretrained(tmp)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--model")
+    parser.add_argument("--checkpoint")
+    parser.add_argument("--split", default="dev")
+    parser.add_argument("--lang", default="en")
+    parser.add_argument("--items", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("overrides", nargs="*", help="section.key=value config overrides")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    raw = load_recipe_config(args.config, args.overrides, ("train", "model", "data"))
+    data = from_dict(SpeechLMDataSection, raw["data"])
+    model = load_model(args, raw).eval()
+    frontend = load_text_frontend(data.text_frontend, data.frontend_kind, ".", data.g2p)
+    manifest = data.manifests[0]
+    units = read_units(data.units[0] if data.units else Path(manifest).parent / "units")
+    silence, blank = silence_codes(WhisperUnitTokenizer.from_file(UNIT_TOKENIZER))
+    mouth = MouthSpec(text_frontend=data.frontend_kind, speech_codes=model.cfg.speech_eos, silence_code=silence,
+                      blank_codes=frozenset(blank), delay_rows=model.cfg.delay_rows, dtype="float32")
+    gen = SpeechGenerator(model, frontend, DecodeConfig(sampling=SamplingConfig(temperature=0.0)), pack=False,
+                          native=False, mouth=mouth)
+    ratios, clean = [], 0
+    for target, ref in pick_items(manifest, args.split, args.lang, args.items, args.seed):
+        source = len(units[target["id"]])
+        cap = max(64, int(3 * source / model.cfg.speech_token_count) + 64)
+        t0 = time.perf_counter()
+        res = gen.generate(SpeechRequest(target["text"], ref["text"], units[ref["id"]].tolist()),
+                           DecodeConfig(sampling=SamplingConfig(temperature=0.0), max_new_rows=cap))
+        ratio = len(res.tokens) / max(source, 1)
+        ok = not res.tts_error and res.finish_reason not in (None, "length")
+        ratios.append(ratio)
+        clean += ok
+        print(json.dumps({"id": target["id"], "source_units": source, "decoded_units": len(res.tokens),
+                          "ratio": round(ratio, 2), "finish": res.finish_reason,
+                          "abort": str(res.cause) if res.tts_error else None,
+                          "seconds": round(time.perf_counter() - t0, 2), "text": target["text"][:60]}))
+    print(f"median length ratio {statistics.median(ratios):.2f} (1.0 = the source's length); "
+          f"clean ends {clean}/{len(ratios)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
