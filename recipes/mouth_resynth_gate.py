@@ -17,7 +17,8 @@ speakers first; at most ``max_items`` per language, clips of at most ``max_secon
    prior loss (``objective.prior_weight``) mu is on the mel scale: this shows what the condition alone carries.
 
 ``flow_overrides`` sets inference keys of the flow config (``n_timesteps``, ``inference_cfg_rate``) without
-re-exporting; ``langs`` limits the languages (e.g. ``[en]`` for a quick check of a checkpoint).
+re-exporting; ``langs`` limits the languages (e.g. ``[en]`` for a quick check of a checkpoint); ``reuse``
+takes the flow-free columns (source, vocoder, unit means) of an earlier report of the same judge per item.
 
 Scores per language (EN WER, ZH CER), as the evaluation harness scores (``eval.metrics.score_transcript``:
 normalised text; errors capped at the reference length): corpus rate = capped errors / reference words.
@@ -67,6 +68,7 @@ class GateConfig:
     mu: bool = False  # score the flow encoder's mu straight to HiFi-GAN too
     flow_overrides: dict = field(default_factory=dict)  # n_timesteps / inference_cfg_rate at inference
     langs: list | None = None  # None: every language of the manifests
+    reuse: str | None = None  # an earlier report (same judge): its flow-free columns are taken, not re-judged
     splits: list = field(default_factory=lambda: ["dev_speakers", "dev"])
     max_items: int = 20  # per language
     max_seconds: float = 12.0
@@ -88,6 +90,19 @@ def load_gate_flow(folder: str, overrides: dict) -> CausalFlow:
     flow = CausalFlow(FlowConfig.from_dict({**raw, **overrides}))
     load_into(flow, load_state_dict(Path(folder) / "flow.safetensors"))
     return flow.eval()
+
+
+FLOW_FREE = ("source", "vocoder", "unit_means")
+
+
+def reused_scores(cfg: GateConfig) -> dict[str, dict]:
+    """item id -> {column: score} of the flow-free columns of ``cfg.reuse`` (checked: same judge)."""
+    if cfg.reuse is None:
+        return {}
+    old = json.loads(Path(cfg.reuse).read_text(encoding="utf-8"))
+    if old["config"].get("judge") != cfg.judge:
+        raise SystemExit(f"reuse: {cfg.reuse} was judged by {old['config'].get('judge')!r}, not {cfg.judge!r}")
+    return {r["id"]: {k: r[k] for k in FLOW_FREE if k in r} | {"text": r["text"]} for r in old["items"]}
 
 
 def speaker_encoder(cfg: GateConfig):
@@ -177,34 +192,38 @@ def main(argv: list[str] | None = None) -> dict:
     t2w, ge2e = HiFiGANToken2Wav(flow, vocoder, grid), speaker_encoder(cfg)
     judge = get_judge(cfg.judge, threads=cfg.threads)
     means = unit_mean_mels(cfg.unit_means, grid, units.cfg.num_units) if cfg.unit_means else None
+    known = reused_scores(cfg)
 
     records, started = [], time.perf_counter()
     for item, prompt_item in pick_items(cfg):
         wave16, _ = load_audio(item["path"], sample_rate=16000)
         prompt = own_prompt(load_audio(prompt_item["path"], sample_rate=16000)[0], units, ge2e, grid)
-        waves = {"source": wave16}
-        wave22 = resample(wave16, 16000, 22050)
-        with torch.inference_mode():
-            waves["vocoder"] = resample(vocoder.vocode(log_mel(wave22, HIFIGAN_22K)[None])[0], 22050, 16000)
+        old = known.get(item["id"], {}) if known.get(item["id"], {}).get("text") == item["text"] else {}
+        rec = {"id": item["id"], "speaker": item["speaker"], "lang": item["lang"], "split": item["split"],
+               "text": item["text"], "prompt_id": prompt_item["id"], **{k: old[k] for k in FLOW_FREE if k in old}}
+        waves = {} if "source" in rec else {"source": wave16}
+        if "vocoder" not in rec:
+            wave22 = resample(wave16, 16000, 22050)
+            with torch.inference_mode():
+                waves["vocoder"] = resample(vocoder.vocode(log_mel(wave22, HIFIGAN_22K)[None])[0], 22050, 16000)
         ids = units(wave16)
         waves["resynthesis"] = resample(torch.from_numpy(t2w.render(prompt, ids.tolist())), 22050, 16000)
         if cfg.mu:
             with torch.inference_mode():
                 mel = grid_mu(flow, grid, prompt.tokens, ids.tolist())
                 waves["mu"] = resample(vocoder.vocode(mel)[0], 22050, 16000)
-        if means is not None:
+        if means is not None and "unit_means" not in rec:
             mel = means[ids[grid.token_of(torch.arange(grid.frames(len(ids))))]].T[None]  # (1, 80, F)
             with torch.inference_mode():
                 waves["unit_means"] = resample(vocoder.vocode(mel)[0], 22050, 16000)
-        rec = {"id": item["id"], "speaker": item["speaker"], "lang": item["lang"], "split": item["split"],
-               "text": item["text"], "prompt_id": prompt_item["id"]}
         for name, wave in waves.items():
             hyp = transcribe_long(judge, np.asarray(wave, dtype=np.float32), item["lang"]).text
             score = score_transcript(hyp, item["text"], None, item["lang"])
             rec[name] = {"hyp": hyp, "errors": min(score.errors, score.word_count), "words": score.word_count}
         records.append(rec)
         print(f"{rec['id']} [{rec['lang']}] " + " ".join(
-            f"{k} {rec[k]['errors']}/{rec[k]['words']}" for k in waves), file=sys.stderr)
+            f"{k} {rec[k]['errors']}/{rec[k]['words']}" for k in ("source", "vocoder", "resynthesis", "mu", "unit_means")
+            if k in rec), file=sys.stderr)
 
     totals = {}
     for lang in sorted({r["lang"] for r in records}):

@@ -119,3 +119,17 @@ def test_gate_mu_is_what_the_flow_solver_is_given_and_overrides_change_inference
     mu = grid_mu(flow, grid, prompt[0], tokens)
     assert mu.shape == mel.shape == (1, 80, grid.frames(37) - grid.frames(7))
     assert torch.equal(mu, seen[0][:, :, grid.frames(7):])
+
+
+def test_gate_reuses_only_the_flow_free_columns_of_a_report_of_the_same_judge(tmp_path):
+    import mouth_resynth_gate as gate
+
+    score = {"hyp": "a", "errors": 1, "words": 4}
+    old = {"config": {"judge": "whisper-base"}, "items": [
+        {"id": "x", "text": "t", "source": score, "vocoder": score, "resynthesis": score, "mu": score}]}
+    (tmp_path / "r.json").write_text(json.dumps(old))
+    cfg = gate.GateConfig(units="", flow="", manifests=[], out="", reuse=str(tmp_path / "r.json"))
+    assert gate.reused_scores(cfg) == {"x": {"source": score, "vocoder": score, "text": "t"}}
+    cfg.judge = "whisper-small"
+    with pytest.raises(SystemExit, match="judged by"):
+        gate.reused_scores(cfg)
