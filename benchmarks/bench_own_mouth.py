@@ -1,6 +1,7 @@
 """Speed of our own mouth at its target sizes (random weights; real HiFi-GAN V1 and Whisper-base layers).
 
     .venv/bin/python benchmarks/bench_own_mouth.py [--grids 25 10] [--seconds 10] [--threads 1]
+    .venv/bin/python benchmarks/bench_own_mouth.py --model outputs/mouth_small --threads 2   # a trained mouth
 
 Assembles a small random own mouth per flow chunk size (SpeechLM hidden 384 x 6 layers + 2-layer adapter,
 ``recipes/configs/speechlm_stage1_small.yaml``; flow ``recipes/configs/flow_small.yaml``; 512 units over Whisper
@@ -12,7 +13,9 @@ process:
 * the parts per second of audio: SpeechLM rows, the flow (cached stream vs one offline pass), HiFi-GAN
   (one call vs :class:`HopVocoder` across hops), so the RTF can be attributed.
 
-The random SpeechLM never ends an utterance, so every run is cut at the row budget.
+The random SpeechLM never ends an utterance, so every run is cut at the row budget. With ``--model`` the same
+measurements run on a given (trained) mouth directory instead, with its shipped voice; a trained SpeechLM ends
+the sentence itself (``--seconds`` only bounds it).
 """
 
 from __future__ import annotations
@@ -94,14 +97,14 @@ def timed(fn, reps: int = 1) -> float:
     return best
 
 
-def measure(root: Path, seconds: float) -> dict:
+def measure(root: Path, seconds: float, text: str = "The birch canoe slid on the smooth planks. Glue the sheet "
+            "to the dark blue background.") -> dict:
     from mgm_omni.generation.pipeline import TTSPipeline
     from mgm_omni.generation.wave.hop_vocoder import HopVocoder
     from mgm_omni.generation.wave.regulated_flow import GridFlowStream, grid_mel
 
     rows = int(seconds * 25 / 4) + 8
     pipe = TTSPipeline.load(root, temperature=0.0, max_rows=rows)
-    text = "The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background."
     pipe.synthesize("Warm up.")
     pipe.token2wav._prefilled.clear()  # the voice's prompt not prefilled yet: its first stream renders it
     cold = pipe.synthesize(text).first_packet_seconds
@@ -110,7 +113,8 @@ def measure(root: Path, seconds: float) -> dict:
            "rtf": (res.lm_seconds + res.vocoder_seconds) / res.audio_seconds,
            "lm_s_per_audio_s": res.lm_seconds / res.audio_seconds}
     t2w, voice = pipe.token2wav, pipe.voice
-    tokens = torch.randint(0, 512, (int(seconds * 25),), generator=torch.Generator().manual_seed(0)).tolist()
+    tokens = torch.randint(0, pipe.token2wav.flow.config.vocab_size, (int(seconds * 25),),
+                           generator=torch.Generator().manual_seed(0)).tolist()
     grid = t2w.grid
     look = t2w.flow.config.pre_lookahead_len
 
@@ -139,6 +143,18 @@ def measure(root: Path, seconds: float) -> dict:
     return out
 
 
+def report(title: str, m: dict) -> None:
+    """Print one mouth's measurements."""
+    print(f"\n{title}: pipeline first audio {m['first_audio_s']:.3f} s "
+          f"(prompt prefilled) vs {m['first_audio_cold_s']:.3f} s (not: "
+          f"x{m['first_audio_cold_s'] / m['first_audio_s']:.1f}), RTF {m['rtf']:.3f} ({m['audio_s']:.1f} s of audio)")
+    print(f"  per audio second: SpeechLM {m['lm_s_per_audio_s']:.3f} s; flow stream "
+          f"{m['flow_stream_s_per_audio_s']:.3f} s vs one pass {m['flow_offline_s_per_audio_s']:.3f} s "
+          f"(x{m['flow_stream_s_per_audio_s'] / m['flow_offline_s_per_audio_s']:.2f}); HiFi-GAN hops "
+          f"{m['vocoder_hops_s_per_audio_s']:.3f} s vs one call {m['vocoder_one_call_s_per_audio_s']:.3f} s "
+          f"(x{m['vocoder_hops_s_per_audio_s'] / m['vocoder_one_call_s_per_audio_s']:.2f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grids", type=int, nargs="+", default=[25, 10])
@@ -147,23 +163,20 @@ def main() -> None:
     parser.add_argument("--ode-steps", type=int, default=10, help="flow Euler steps (CosyVoice2: 10)")
     parser.add_argument("--cfg-rate", type=float, default=0.7, help="classifier-free guidance (0: one branch)")
     parser.add_argument("--random-units", action="store_true", help="a tiny random unit encoder (no Whisper wheels)")
+    parser.add_argument("--model", default=None, help="measure this mouth directory instead of random builds")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     print(f"{describe_cpu()}; {args.threads} thread(s), load average {os.getloadavg()[0]:.1f}; "
-          f"{args.seconds:g} s of audio per measurement; flow: {args.ode_steps} steps, CFG {args.cfg_rate:g}")
+          f"{args.seconds:g} s of audio per measurement" + ("" if args.model else
+                                                           f"; flow: {args.ode_steps} steps, CFG {args.cfg_rate:g}"))
+    if args.model is not None:
+        report(f"mouth {args.model}", measure(Path(args.model), args.seconds))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         for grid in args.grids:
             root = build_mouth(Path(tmp) / f"mouth{grid}", grid, not args.random_units, args.ode_steps, args.cfg_rate)
-            m = measure(root, args.seconds)
-            print(f"\nflow chunk {grid} tokens ({grid * 40} ms): pipeline first audio {m['first_audio_s']:.3f} s "
-                  f"(prompt prefilled) vs {m['first_audio_cold_s']:.3f} s (not: "
-                  f"x{m['first_audio_cold_s'] / m['first_audio_s']:.1f}), RTF {m['rtf']:.3f} ({m['audio_s']:.1f} s of audio)")
-            print(f"  per audio second: SpeechLM {m['lm_s_per_audio_s']:.3f} s; flow stream "
-                  f"{m['flow_stream_s_per_audio_s']:.3f} s vs one pass {m['flow_offline_s_per_audio_s']:.3f} s "
-                  f"(x{m['flow_stream_s_per_audio_s'] / m['flow_offline_s_per_audio_s']:.2f}); HiFi-GAN hops "
-                  f"{m['vocoder_hops_s_per_audio_s']:.3f} s vs one call {m['vocoder_one_call_s_per_audio_s']:.3f} s "
-                  f"(x{m['vocoder_hops_s_per_audio_s'] / m['vocoder_one_call_s_per_audio_s']:.2f})")
+            report(f"flow chunk {grid} tokens ({grid * 40} ms)", measure(root, args.seconds))
             np.random.seed(0)
 
 
