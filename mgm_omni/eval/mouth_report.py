@@ -45,7 +45,11 @@ def summarize(report: dict) -> dict:
         intel[lang] = {"items": len(mine), "output": _rate(mine, "output"), "source": _rate(mine, "source"),
                        "loops": sum(r["output"]["loop"] for r in mine),
                        "not_ended": sum(r["timing"]["finish_reason"] != "end" for r in mine),
-                       "audio_s_per_item": float(np.mean([r["timing"]["audio_s"] for r in mine]))}
+                       "audio_s_per_item": float(np.mean([r["timing"]["audio_s"] for r in mine])),
+                       "per_speaker": {sp: {"items": len(rs), "output": _rate(rs, "output"),
+                                            "source": _rate(rs, "source")}
+                                       for sp in sorted({r["speaker"] for r in mine})
+                                       for rs in [[r for r in mine if r["speaker"] == sp]]}}
     cloning = {"output": cloning_summary([r["identify"] for r in items]),
                "source": cloning_summary([r["identify_source"] for r in items]),
                "mean_cos_prompt": float(np.mean([r["cos_prompt"] for r in items])) if items else None}
@@ -103,6 +107,9 @@ def markdown(report: dict) -> str:
     for lang, v in s["intelligibility"].items():
         lines.append(f"| {lang} ({'WER' if lang == 'en' else 'CER'}) | {v['items']} | {_f(v['output'])} | "
                      f"{_f(v['source'])} | {v['loops']} | {v['not_ended']} | {_f(v['audio_s_per_item'], 1)} |")
+    lines += ["", "Per speaker (output / source): " + "; ".join(
+        f"{lang} {sp} {_f(v['output'])} / {_f(v['source'])} ({v['items']})"
+        for lang, x in s["intelligibility"].items() for sp, v in x["per_speaker"].items())]
     c = s["cloning"]
     lines += ["", "## Cloning (share of outputs whose own speaker is the most similar)", "",
               "| audio | n | share own top | cos own | cos best other |", "|---|---|---|---|---|"]
