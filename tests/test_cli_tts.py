@@ -10,7 +10,7 @@ import soundfile as sf
 from mgm_omni.cli import main
 
 TEXT = "Short test."
-ARGS = ["--temperature", "0", "--max-rows", "24"]
+ARGS = ["--model", "tiny-random", "--temperature", "0", "--max-rows", "24"]
 
 
 @pytest.fixture(scope="module")
@@ -52,14 +52,14 @@ def test_voice_names_ignore_case_and_map_openai_names(tiny_cache, tmp_path, caps
     assert np.array_equal(written["alpha"], written["ALPHA"]) and np.array_equal(written["alpha"], written["nova"])
     assert not np.array_equal(written["alpha"], written["rms"])  # a different voice does sound different
     capsys.readouterr()
-    assert main(["tts", TEXT, "--voice", "nobody", "--out", str(tmp_path / "x.wav"), *voices]) == 2
+    assert main(["tts", TEXT, "--voice", "nobody", "--out", str(tmp_path / "x.wav"), *ARGS, *voices]) == 2
     assert "no voice named 'nobody'" in capsys.readouterr().err
 
 
 def test_voices_list_shows_real_lengths(tiny_cache, tmp_path, capsys):
     from mgm_omni.engine.voices import PRESET_DIR
 
-    assert main(["voices", "list", "--voices-dir", str(tmp_path / "voices")]) == 0
+    assert main(["voices", "list", "--model", "tiny-random", "--voices-dir", str(tmp_path / "voices")]) == 0
     rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:-1]}
     for name in ("alpha", "rms"):  # a preset's length is its clip's
         assert float(rows[name][2]) == pytest.approx(sf.info(str(PRESET_DIR / f"{name}.flac")).duration, abs=0.01)

@@ -277,7 +277,7 @@ def test_cli_transcribe_and_chat_on_the_builtin_models(mouth, cache_dir, tmp_pat
     out, err = capsys.readouterr()
     assert out.strip() and "tiny RANDOM" in err and "150 audio tokens -> 4 text tokens" in err  # one 30 s window
     reply_wav = tmp_path / "r.wav"
-    args = ["chat", "--model", "tiny-random", "-m", "Hi", "-m", "More?", "--max-new-tokens", "6", "--max-rows", "24", "--out", str(reply_wav)]
+    args = ["chat", "--model", "tiny-random", "--speechlm", "tiny-random", "-m", "Hi", "-m", "More?", "--max-new-tokens", "6", "--max-rows", "24", "--out", str(reply_wav)]
     assert main(args) == 0
     out, err = capsys.readouterr()
     assert out.count("assistant: ") == 2 and err.count("6 tokens in") == 2

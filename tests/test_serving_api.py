@@ -61,7 +61,7 @@ def reference_audio(tiny_cache):
     from mgm_omni.generation.pipeline import TTSPipeline
     from mgm_omni.hub import resolve_mouth
 
-    pipe = TTSPipeline.load(resolve_mouth().path, temperature=0.0, max_rows=MAX_ROWS)
+    pipe = TTSPipeline.load(resolve_mouth("tiny-random").path, temperature=0.0, max_rows=MAX_ROWS)
     # the pipeline seeds its vocoder noise with its decode seed (0), as the server does each job's
     # (ServingConfig.seed = 0)
     return to_pcm16(pipe.synthesize(TEXT).audio)

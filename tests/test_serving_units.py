@@ -143,9 +143,9 @@ def test_registry_of_a_model_uses_its_front_end_and_the_one_cache(tiny_cache):
     from mgm_omni.hub import resolve_mouth
     from mgm_omni.serving.services import voice_registry
 
-    reg = voice_registry(None)
+    reg = voice_registry("tiny-random")
     assert reg.frontend.id == TinyFallbackFrontEnd.id and reg.dir == tiny_cache / "voices" / reg.frontend.id
-    default, shipped = reg.get("default"), shipped_voice(resolve_mouth().path)
+    default, shipped = reg.get("default"), shipped_voice(resolve_mouth("tiny-random").path)
     assert default.preset and torch.equal(default.tokens, shipped.tokens) and default.text == shipped.text
 
 
@@ -157,7 +157,7 @@ def test_presets_of_a_model_without_its_onnx_front_end_answer_503(tiny_cache, tm
 
     root = tmp_path / "official"  # an official-format directory: no mouth.json, no ONNX files
     root.mkdir()
-    shutil.copy(resolve_mouth().path / "config.json", root)
+    shutil.copy(resolve_mouth("tiny-random").path / "config.json", root)
     reg = registry_for(root, tmp_path / "voices")
     assert reg.frontend.id == "cosyvoice2" and reg.names()[:3] == ["default", "alpha", "rms"]
     with pytest.raises(FrontendUnavailable, match="speech_tokenizer_v2.onnx") as info:
@@ -170,7 +170,7 @@ def long_generator(tiny_cache):
     from mgm_omni.generation.pipeline import TTSPipeline
     from mgm_omni.hub import resolve_mouth
 
-    yield TTSPipeline.load(resolve_mouth().path, temperature=0.0, max_rows=400)
+    yield TTSPipeline.load(resolve_mouth("tiny-random").path, temperature=0.0, max_rows=400)
 
 
 def test_cancel_frees_the_slot_at_once_and_queue_is_bounded(long_generator):

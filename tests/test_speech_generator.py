@@ -59,7 +59,7 @@ def test_packing_decodes_through_a_copy():
 def test_int8_without_the_native_step_quantises_a_copy(tiny_cache):
     from mgm_omni.hub import resolve_mouth
 
-    gen = SpeechGenerator.from_pretrained(resolve_mouth().path, quantize="int8", native=False)
+    gen = SpeechGenerator.from_pretrained(resolve_mouth("tiny-random").path, quantize="int8", native=False)
     assert type(gen.model.model.layers[0].mlp.up_proj) is nn.Linear  # the loaded model keeps float layers
     assert type(gen.decode_model.model.layers[0].mlp.up_proj) is not nn.Linear  # its decode copy is int8
     assert gen.decode_model.model.embed_tokens.weight is gen.model.model.embed_tokens.weight

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 SENTENCES = ["The birch canoe slid on the smooth planks.", "Glue the sheet to the dark blue background.",
              "It is easy to tell the depth of a well.", "These days a chicken leg is a rare dish."]
 LONG_TEXT = " ".join(SENTENCES * 8)  # minutes of audio from the random model: a run is always stopped early
-ARGS = ["--temperature", "0", "--max-rows", "100000"]
+ARGS = ["--model", "tiny-random", "--temperature", "0", "--max-rows", "100000"]
 
 
 def _pcm16(audio: np.ndarray) -> np.ndarray:
@@ -35,7 +35,7 @@ def pipe(tiny_cache):
     from mgm_omni.generation.pipeline import TTSPipeline
     from mgm_omni.hub import resolve_mouth
 
-    return TTSPipeline.load(resolve_mouth().path, temperature=0.0, max_rows=100000)
+    return TTSPipeline.load(resolve_mouth("tiny-random").path, temperature=0.0, max_rows=100000)
 
 
 @contextlib.contextmanager
@@ -98,14 +98,14 @@ def test_synthesize_to_file_writes_the_stream(pipe, tiny_cache, tmp_path):
     from mgm_omni.hub import resolve_mouth
 
     out = tmp_path / "a.wav"
-    result = synthesize_to_file(SENTENCES[0], out, resolve_mouth().path, temperature=0.0, max_rows=30)
+    result = synthesize_to_file(SENTENCES[0], out, resolve_mouth("tiny-random").path, temperature=0.0, max_rows=30)
     with _rows(pipe, 30):
         expected = np.concatenate(list(pipe.stream(SENTENCES[0])))
     wave, sr = sf.read(out, dtype="int16")
     assert sr == pipe.sample_rate and result.path == out and result.audio is None
     assert np.array_equal(wave, _pcm16(expected))
     with pytest.raises(ValueError, match="writes WAV"):
-        synthesize_to_file("Hi.", tmp_path / "a.flac", resolve_mouth().path)
+        synthesize_to_file("Hi.", tmp_path / "a.flac", resolve_mouth("tiny-random").path)
 
 
 def test_ctrl_c_closes_any_format_with_the_audio_made_so_far(pipe, tmp_path, capsys, monkeypatch):
@@ -179,7 +179,8 @@ def test_chat_writes_each_reply_chunk_as_it_is_spoken(tiny_cache, tmp_path, caps
         watched.reply = self.last
 
     monkeypatch.setattr(omni.OmniChat, "ask", watched)
-    assert main(["chat", "--threads", "1", "--model", "tiny-random", "-m", "Tell me a story.", "--out", str(out),
+    assert main(["chat", "--threads", "1", "--model", "tiny-random", "--speechlm", "tiny-random", "-m", "Tell me a story.",
+                 "--out", str(out),
                  "--temperature", "0", "--speech-temperature", "0", "--max-new-tokens", "40", "--max-rows", "60"]) == 0
     assert len(events) >= 2, capsys.readouterr().err
     sizes = np.cumsum([e.shape[0] for e in events])
@@ -208,9 +209,9 @@ def test_ten_minutes_of_audio_stay_under_2_gb(command, tiny_cache, tmp_path):
     cli = [sys.executable, "-m", "mgm_omni.cli", command, "--threads", "1", "--out", str(out)]
     if command == "tts":  # the random model speaks ~70 s per text chunk before its safeguard closes it
         (tmp_path / "long.txt").write_text(" ".join(SENTENCES * 14))
-        cli += ["--text-file", str(tmp_path / "long.txt"), "--max-rows", "100000"]
+        cli += ["--model", "tiny-random", "--text-file", str(tmp_path / "long.txt"), "--max-rows", "100000"]
     else:  # the random brain writes until --max-new-tokens (4096); --max-rows 4096 is ~10.9 min of speech
-        cli += ["--model", "tiny-random", "-m", "Tell me a very long story."]
+        cli += ["--model", "tiny-random", "--speechlm", "tiny-random", "-m", "Tell me a very long story."]
     rss, run = _max_rss_mb(cli, env)
     assert run.returncode == 0, run.stderr[-2000:]
     seconds = sf.info(str(out)).duration

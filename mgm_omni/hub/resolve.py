@@ -6,10 +6,12 @@ down; the generation code never resolves names itself.
     mouth = resolve_mouth(args.model)          # ResolvedModel(path, name, builtin)
     pipe = TTSPipeline.load(mouth.path)
 
-A name is a local directory, the built-in ``tiny-random`` model (written into the cache on first use), or a
-Hugging Face repo id (the local hub cache first; see ``checkpoint.resolve_pretrained``). Without ``--model`` the
-default is the official checkpoint when it is in the local hub cache, else the built-in tiny random model,
-whose audio is noise-like: :attr:`ResolvedModel.builtin` tells the entry point to say so.
+A name is a local directory, ``own-small`` (the small mouth trained here and shipped in the package,
+``hub/own_mouth_shipped.py``), the built-in ``tiny-random`` model (written into the cache on first use; random
+weights, for tests), or a Hugging Face repo id (the local hub cache first; see ``checkpoint.resolve_pretrained``).
+Without ``--model`` the mouth is the official checkpoint when it is in the local hub cache, else the shipped
+``own-small``, else (an install without it) the tiny random model, whose audio is noise-like:
+:attr:`ResolvedModel.builtin` tells the entry point to say so.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from mgm_omni.checkpoint import resolve_pretrained
 from mgm_omni.hub.cache import cache_root
+from mgm_omni.hub.own_mouth_shipped import SHIPPED_MOUTH_NAME, shipped_mouth_available, shipped_mouth_dir
 
 DEFAULT_MOUTH = "wcy1122/MGM-Omni-TTS-2B-0927"
 DEFAULT_BRAIN = "wcy1122/MGM-Omni-7B"
@@ -48,8 +51,10 @@ def cached_on_hub(repo_id: str) -> bool:
 
 
 def default_mouth() -> str:
-    """The official SpeechLM if it is in the local hub cache, else the built-in tiny model."""
-    return DEFAULT_MOUTH if cached_on_hub(DEFAULT_MOUTH) else BUILTIN
+    """The official SpeechLM if it is in the local hub cache, else the shipped own mouth, else the tiny model."""
+    if cached_on_hub(DEFAULT_MOUTH):
+        return DEFAULT_MOUTH
+    return SHIPPED_MOUTH_NAME if shipped_mouth_available() else BUILTIN
 
 
 def default_brain() -> str:
@@ -69,6 +74,8 @@ def resolve_mouth(model: str | os.PathLike | None = None, cache: Path | None = N
         from mgm_omni.hub.tiny_mouth import ensure_tiny_random
 
         return ResolvedModel(ensure_tiny_random(cache or cache_root()), name, builtin=True)
+    if name == SHIPPED_MOUTH_NAME:
+        return ResolvedModel(shipped_mouth_dir(), name)  # every file's sha256 checked
     return ResolvedModel(resolve_pretrained(name, allow_patterns=MOUTH_FILES), name)
 
 
