@@ -1,4 +1,4 @@
-"""Recipe: assemble our own mouth from the outputs of the other recipes (the last step of the retrain).
+r"""Recipe: assemble our own mouth from the outputs of the other recipes (the last step of the retrain).
 
     python recipes/mouth_assemble.py --config recipes/configs/mouth_small.yaml [key=value ...]
 
@@ -16,13 +16,21 @@
 The shipped default mouth is this recipe's output with ``recipes/configs/mouth_small.yaml``
 (``out: mgm_omni/hub/assets/mouth``); ``tests/test_shipped_mouth.py`` checks it.
 
-The whole retrain, in order (each step reads the previous one's outputs; see each config's header):
+The whole retrain, in order (each step reads the previous one's outputs; one torch thread each, OMP_NUM_THREADS=1;
+see each config's header for its wall time on the 2-core EPYC):
 
-    python -m mgm_omni.data build --out outputs/corpus ...        # the offline EN/ZH corpus
+    mgm-omni data build --out /work/corpus --langs en,zh --hours espeak/en=3.5 --hours flite/en=2.5 \
+        --hours festival/en=2.0 --hours espeak/zh=3.0 --hours kokoro/en=3.0 --hours kokoro/zh=3.0 \
+        --dev-speakers rms,espeak-m7,kokoro-blend-gnt60-alpha40~vtl0.93 --longform 30 --longform-minutes 2,5
+    python recipes/mouth_subset.py --manifest /work/corpus/manifest.jsonl --out outputs/mouth_gate/corpus \
+        --train-hours 3 --dev-speakers 60 --dev 30
+    mgm-omni train speech_tokenizer --config recipes/configs/mouth_gate_tokenizer.yaml
+    cp outputs/mouth_gate/unit_tokenizer.safetensors outputs/speech_tokenizer/
+    mgm-omni train speech_tokenizer --config recipes/configs/speech_tokenizer.yaml --resume
     mgm-omni train text_frontend --config recipes/configs/text_frontend.yaml
-    mgm-omni train speech_tokenizer --config recipes/configs/speech_tokenizer.yaml
+    mgm-omni train flow --config recipes/configs/mouth_gate_flow.yaml
     mgm-omni train flow --config recipes/configs/flow_small.yaml
-    python recipes/mouth_resynth_gate.py --config recipes/configs/mouth_gate.yaml
+    python recipes/mouth_resynth_gate.py --config recipes/configs/mouth_gate.yaml flow=outputs/flow_small/flow
     mgm-omni train speechlm_stage1 --config recipes/configs/speechlm_stage1_small.yaml
     mgm-omni train speechlm_stage2 --config recipes/configs/speechlm_stage2_small.yaml
     python recipes/mouth_assemble.py --config recipes/configs/mouth_small.yaml
@@ -34,6 +42,7 @@ import argparse
 import json
 import sys
 import tempfile
+import textwrap
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -43,7 +52,7 @@ import yaml
 from mgm_omni.hub.own_mouth import OwnMouthParts, assemble_own_mouth
 from mgm_omni.training.config import from_dict
 
-RETRAIN = __doc__.split("The whole retrain, in order", 1)[1].split("\n", 1)[1].strip("\n")
+RETRAIN = textwrap.dedent(__doc__.split("The whole retrain, in order", 1)[1].split(":\n\n", 1)[1]).strip("\n")
 
 
 @dataclass
