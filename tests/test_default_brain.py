@@ -52,6 +52,7 @@ def test_declared_config_is_the_small_dual_tower_brain():
     assert (proj.main_dim, proj.aux_dim, proj.out_dim, proj.ds_rate, proj.mlp_dim) == (512, 384, 896, 5, 2048)
     assert proj.tokens_for(750) == 150  # 5 tokens per second of audio, as the official k = 5
     assert proj.trim_padding and cfg.speech_trim_padding  # trained on real-audio tokens only
+    assert cfg.speech_segment_seconds == 30.0  # trained on one window at a time: long audio goes in segments
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +111,23 @@ def test_directory_loads_through_the_official_loaders(tiny_brain):
     assert mllm.generate(prompt, greedy) == mllm.generate(prompt, greedy)
     with pytest.raises(OmniInputError, match="no vision tower"):
         mllm.encode_visual(None)
+
+
+def test_an_outdated_assembled_config_is_noticed_and_segments_reach_the_transcriber(tiny_brain):
+    from mgm_omni.generation.mllm.transcriber import Transcriber
+    from mgm_omni.hub.default_brain import _config_current
+
+    root, _ = tiny_brain
+    assert _config_current(root)
+    assert Transcriber(MLLM.from_pretrained(root, towers=("audio",))).segment_seconds() == 30.0
+    config = root / "config.json"
+    written = config.read_text()
+    try:
+        config.write_text(json.dumps({k: v for k, v in json.loads(written).items()
+                                      if k != "speech_segment_seconds"}))
+        assert not _config_current(root)  # default_brain_dir re-assembles such a directory
+    finally:
+        config.write_text(written)
 
 
 def test_projector_file_must_hold_only_projector_tensors(tiny_brain, tmp_path):

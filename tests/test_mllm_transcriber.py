@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import pytest
@@ -102,3 +103,98 @@ def test_bad_settings_are_refused():
         TranscribeConfig(max_new_tokens=0)
     with pytest.raises(TranscribeError):
         TranscribeConfig(prompt="  ")
+
+
+@dataclass
+class SegmentMLLM:
+    """Stands in for a brain trained on one window at a time: each prompt's reply names the audio it heard."""
+
+    segment_seconds: float | None = 30.0
+    loop: bool = False
+    config: TextDecodeConfig = field(default_factory=TextDecodeConfig)
+    heard: list = field(default_factory=list)
+    limits: list = field(default_factory=list)
+
+    @property
+    def model(self):
+        return type("M", (), {"cfg": type("C", (), {"speech_segment_seconds": self.segment_seconds})()})()
+
+    def encode_audio(self, wave, trim_padding=False):
+        self.heard.append(wave.shape[0])
+        return MediaFeatures("audio", torch.zeros(-(-wave.shape[0] // 3200), 4))
+
+    def prompt(self, messages, media):
+        return len(self.heard)
+
+    def stream(self, prompt, config):
+        self.limits.append(config.max_new_tokens)
+        if self.loop:  # never stops by itself: every segment runs to its budget
+            for n in range(1, config.max_new_tokens + 1):
+                yield TextStep(5, "la ", "max_tokens" if n == config.max_new_tokens else None)
+            return
+        yield TextStep(7, f"seg{prompt}")
+        yield TextStep(8, ".")
+        yield TextStep(2, "", "eos")
+
+
+def paused_wave(seconds: float, pauses: list[float]) -> torch.Tensor:
+    wave = 0.3 * torch.randn(int(seconds * 16000), generator=torch.Generator().manual_seed(1))
+    for p in pauses:
+        wave[int(p * 16000):int((p + 0.5) * 16000)] = 0.0
+    return wave
+
+
+def test_a_one_window_brain_hears_long_audio_as_segments_cut_at_pauses():
+    fake = SegmentMLLM()
+    transcriber = Transcriber(fake)
+    steps = list(transcriber.stream(paused_wave(70.0, [25.0, 52.0]), "en"))
+    assert "".join(s.text for s in steps) == "seg1. seg2. seg3."
+    assert [s.finish_reason for s in steps][:-1] == [None] * (len(steps) - 1) and steps[-1].finish_reason == "eos"
+    assert [round(n / 16000, 1) for n in fake.heard] == [25.2, 27.0, 17.8]  # the middle of each 0.5 s pause
+    last = transcriber.last
+    assert (last.segments, last.cut_segments, last.text_tokens) == (3, 0, 6)
+    assert last.audio_tokens == sum(-(-n // 3200) for n in fake.heard)
+    assert fake.limits == [-(-n * 8 // 16000) + 64 for n in fake.heard] and last.budget == sum(fake.limits)
+    assert transcriber.transcribe(torch.zeros(16000 * 20)) == "seg4."  # short audio: one prompt
+
+
+def test_segments_follow_the_config_over_the_brain():
+    wave = paused_wave(70.0, [25.0, 52.0])
+    one = SegmentMLLM()
+    assert Transcriber(one, TranscribeConfig(segment_seconds=float("inf"))).transcribe(wave) == "seg1."
+    assert one.heard == [70 * 16000]
+    official = SegmentMLLM(segment_seconds=None)  # the official brains read an hour in one prompt
+    assert Transcriber(official).transcribe(wave) == "seg1." and official.heard == [70 * 16000]
+    forced = SegmentMLLM(segment_seconds=None)
+    assert Transcriber(forced, TranscribeConfig(segment_seconds=40.0)).transcribe(wave) == "seg1. seg2."
+    with pytest.raises(TranscribeError):
+        TranscribeConfig(segment_seconds=0.5)
+
+
+def test_each_segment_has_its_own_budget_and_the_cap_bounds_the_whole():
+    fake = SegmentMLLM(loop=True)
+    transcriber = Transcriber(fake)
+    steps = list(transcriber.stream(paused_wave(70.0, [25.0, 52.0])))
+    budgets = [-(-n * 8 // 16000) + 64 for n in fake.heard]
+    assert fake.limits == budgets and len(steps) == sum(budgets) == transcriber.last.budget
+    assert transcriber.last.cut_segments == 2 and steps[-1].finish_reason == "max_tokens"
+    capped = SegmentMLLM(loop=True)
+    transcriber = Transcriber(capped, TranscribeConfig(max_new_tokens=300))
+    steps = list(transcriber.stream(paused_wave(70.0, [25.0, 52.0])))
+    assert len(steps) == 300 and capped.limits == [budgets[0], 300 - budgets[0]]
+    assert steps[-1].finish_reason == "max_tokens" and len(capped.heard) == 2
+
+
+def test_segmented_transcript_equals_the_segments_transcribed_one_by_one(mllm):
+    torch.set_num_threads(1)
+    wave = 0.1 * torch.randn(16000 * 5 // 2, generator=torch.Generator().manual_seed(0))  # 2.5 s
+    wave[16000 * 8 // 10:16000 * 9 // 10] = 0.0  # a pause: the first cut goes there
+    cfg = TranscribeConfig(tokens_per_second=0.001, min_new_tokens=9, segment_seconds=1.0, pause_search_seconds=0.5)
+    segmented = Transcriber(mllm, cfg)
+    text = segmented.transcribe(wave)
+    spans = cfg.spans(wave.shape[0], wave, 1.0)
+    assert len(spans) == 3 and 0.8 * 16000 < spans[0][1] < 0.9 * 16000
+    whole = Transcriber(mllm, dataclasses.replace(cfg, segment_seconds=float("inf")))  # 10 tokens each, as above
+    parts = [whole.transcribe(wave[a:b]) for a, b in spans]
+    assert whole.last.segments == 1 and segmented.last.segments == 3
+    assert text.split() == " ".join(parts).split() and text != whole.transcribe(wave)

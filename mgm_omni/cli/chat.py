@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     while True:
         text = first if first is not None else (next(messages, None) if messages is not None else read_turn())
         first = None
-        if text is None or (not text.strip() and not any(media.values())):
+        if text is None or (not text.strip() and all(v is None for v in media.values())):  # audio: a tensor
             return 0
         bar = JobBar("replying")
         progress = TextProgress(bar, 64, args.max_new_tokens, spoken=speech is not None, sample_rate=sample_rate)

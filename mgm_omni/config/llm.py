@@ -221,6 +221,9 @@ class OmniConfig(DecoderConfig):
     # A brain trained without the zero-padding tokens of the last 30 s window drops them at inference too
     # (spec §4.2 "behind a flag"; the official brains keep them: False).
     speech_trim_padding: bool = False
+    # A brain trained on one 30 s window at a time transcribes longer audio as segments of at most this many
+    # seconds, cut at pauses, one prompt each (None: the whole audio in one prompt, as the official brains).
+    speech_segment_seconds: float | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -58,6 +58,9 @@ PROJECTOR_FILE = "projector.safetensors"
 ASSETS = Path(__file__).resolve().parent / "assets" / "brain"  # projector.safetensors + brain.json (sha256)
 PROJECTOR_PREFIX = "model.mm_speech_projector."
 INSTALL = "pip install 'mgm-omni[brain]'"
+# Trained on one window at a time (a clip or a run of clips within 30 s), the brain hears longer audio as
+# segments of at most one window, cut at pauses (Transcriber): one 65-minute prompt loses all but its start.
+SEGMENT_SECONDS = 30.0
 
 
 class BrainAssetError(CheckpointError):
@@ -73,6 +76,7 @@ def brain_fields(llm_config: dict) -> dict:
         "brain_tokenizer": LLM_DIR, "mm_speech_tower": f"Dual-{MAIN_DIR}", "speech_tower_aux": AUX_DIR,
         "mm_speech_projector_type": "dual_mlp", "mm_speech_hidden_size": 512, "speech_encoder_hidden_size": 896,
         "speech_encoder_ds_rate": 5, "speech_norm": False, "speech_trim_padding": True,
+        "speech_segment_seconds": SEGMENT_SECONDS,
         "mm_vision_tower": None, "image_aspect_ratio": None,
     }
 
@@ -217,13 +221,22 @@ def default_brain_dir(cache: Path | None = None, progress: bool = True, assets: 
     cache = cache or cache_root()
     root = cache / f"{DEFAULT_BRAIN_NAME}-v{BRAIN_VERSION}"
     marker = root / ".complete"
-    if marker.is_file() and marker.read_text().strip() == card["sha256"]:
+    if marker.is_file() and marker.read_text().strip() == card["sha256"] and _config_current(root):
         return root
     parts = brain_parts(cache, progress, llm_dtype)
     marker.unlink(missing_ok=True)
     write_brain_dir(root, parts.llm_dir, projector, parts.encoders)
     marker.write_text(card["sha256"] + "\n")
     return root
+
+
+def _config_current(root: Path) -> bool:
+    """Whether the assembled ``config.json`` is what this version of the package writes (cheap: two small
+    JSON files), so a changed field re-assembles the directory."""
+    try:
+        return read_json(root / "config.json") == brain_fields(read_json(root / LLM_DIR / "config.json"))
+    except (OSError, ValueError):
+        return False
 
 
 def _link(target: Path, link: Path) -> None:

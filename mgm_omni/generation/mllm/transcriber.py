@@ -9,10 +9,16 @@ The audio goes through the long-audio windows (30 s each, bounded memory, :mod:`
 ``<speech>`` placeholder, and the reply is decoded until the MLLM's eos. There is no fixed 4096-token cut: the
 budget grows with the audio, ``tokens_per_second`` per second of it (8: about twice a fast speaker's rate in
 English or Chinese) plus ``min_new_tokens``, unless ``max_new_tokens`` caps it.
+
+A brain trained on one window at a time (its config's ``speech_segment_seconds``, e.g. the default brain's 30)
+hears long audio as segments of at most that length, each cut at a pause (:mod:`pause_split`) and transcribed
+as its own prompt, one after the other; the texts are joined with a space and streamed as one transcript.
+The official brains read an hour in one prompt, as they were trained.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -20,6 +26,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from mgm_omni.generation.mllm.pause_split import pause_spans
 from mgm_omni.generation.mllm.runner import MLLM, MLLMPrompt, TextDecodeConfig, TextStep
 from mgm_omni.generation.sampling import SamplingConfig
 from mgm_omni.text import mllm_user_content
@@ -43,6 +50,11 @@ class TranscribeConfig:
         max_new_tokens: a hard cap on top of the budget (``None``: the budget alone).
         trim_padding: drop audio tokens lying wholly in the last window's zero padding.
         seed: text sampling seed (only matters when sampling).
+        segment_seconds: transcribe audio longer than this as segments of at most this length, cut at pauses,
+            each its own prompt (``None``: the brain's ``speech_segment_seconds``, else one prompt for the
+            whole audio; ``math.inf``: always one prompt).
+        pause_search_seconds: where a segment's cut is looked for: the quietest moment of its last this-many
+            seconds (at most ``segment_seconds``).
     """
 
     prompt: str = TRANSCRIBE_PROMPT
@@ -52,6 +64,8 @@ class TranscribeConfig:
     max_new_tokens: int | None = None
     trim_padding: bool = False
     seed: int | None = 0
+    segment_seconds: float | None = None
+    pause_search_seconds: float = 10.0
 
     def __post_init__(self) -> None:
         if not self.prompt.strip():
@@ -60,11 +74,22 @@ class TranscribeConfig:
             raise TranscribeError("tokens_per_second must be > 0 and min_new_tokens >= 1")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise TranscribeError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.segment_seconds is not None and not self.segment_seconds >= 1.0:
+            raise TranscribeError(f"segment_seconds must be >= 1 (or None), got {self.segment_seconds}")
+        if not 0 < self.pause_search_seconds:
+            raise TranscribeError(f"pause_search_seconds must be > 0, got {self.pause_search_seconds}")
 
     def budget(self, n_samples: int) -> int:
         """Text tokens allowed for ``n_samples`` of 16 kHz audio."""
-        tokens = -(-int(n_samples * self.tokens_per_second) // SAMPLE_RATE) + self.min_new_tokens
+        tokens = _uncapped_budget(self, n_samples)
         return tokens if self.max_new_tokens is None else min(tokens, self.max_new_tokens)
+
+    def spans(self, n_samples: int, wave: torch.Tensor, segment_seconds: float | None) -> list[tuple[int, int]]:
+        """The ``(start, stop)`` sample spans transcribed one prompt each (one span: the whole audio)."""
+        if segment_seconds is None or math.isinf(segment_seconds) or n_samples <= segment_seconds * SAMPLE_RATE:
+            return [(0, n_samples)]
+        limit = int(segment_seconds * SAMPLE_RATE)
+        return pause_spans(wave, limit, min(limit, int(self.pause_search_seconds * SAMPLE_RATE)))
 
 
 @dataclass
@@ -75,6 +100,8 @@ class TranscriptStats:
     audio_tokens: int = 0
     text_tokens: int = 0
     budget: int = 0
+    segments: int = 1
+    cut_segments: int = 0
     finish_reason: str | None = None
     language: str | None = None
     seconds: float = 0.0
@@ -82,10 +109,16 @@ class TranscriptStats:
 
 @dataclass
 class PreparedAudio:
-    """Encoded audio spliced into the transcription prompt, ready to decode, and its running stats."""
+    """Encoded audio spliced into the transcription prompt, ready to decode, and its running stats.
+
+    With segments, ``prompt`` is the first segment's; the others (``spans[1:]`` of ``wave``) are encoded as
+    decoding reaches them, so memory holds one segment's tokens at a time.
+    """
 
     prompt: MLLMPrompt
     stats: TranscriptStats
+    wave: torch.Tensor | None = None
+    spans: list[tuple[int, int]] = field(default_factory=list)
 
 
 class Transcriber:
@@ -107,8 +140,15 @@ class Transcriber:
         """The brain at ``path`` (a directory or cached hub id) with only its audio tower."""
         return cls(MLLM.from_pretrained(path, dtype=dtype, device=device, towers=("audio",)), config)
 
+    def segment_seconds(self) -> float | None:
+        """The segment length in force: the config's, else the brain's ``speech_segment_seconds`` (or None)."""
+        if self.config.segment_seconds is not None:
+            return self.config.segment_seconds
+        return getattr(getattr(getattr(self.mllm, "model", None), "cfg", None), "speech_segment_seconds", None)
+
     def prepare(self, wave16k: torch.Tensor, language: str | None = None) -> PreparedAudio:
-        """Check the audio, encode it window by window and splice the transcription prompt.
+        """Check the audio, encode it window by window and splice the transcription prompt (with segments: the
+        first segment's; see :attr:`PreparedAudio.spans`).
 
         ``language`` (e.g. "en", "zh") is checked and recorded; MGM-Omni has no language switch in its prompt,
         so it does not change what is asked.
@@ -120,29 +160,71 @@ class Transcriber:
         if language is not None and not (isinstance(language, str) and language.isalpha() and len(language) <= 8):
             raise TranscribeError(f"language must be a code such as 'en' or 'zh', got {language!r}")
         start = time.perf_counter()
-        stats = TranscriptStats(wave.shape[0] / SAMPLE_RATE, budget=self.config.budget(wave.shape[0]),
-                                language=language)
+        cfg, n = self.config, wave.shape[0]
+        spans = cfg.spans(n, wave, self.segment_seconds())
+        budget = cfg.budget(n)
+        if len(spans) > 1:  # each segment gets its own budget: a loop in one does not starve the others
+            budget = sum(_uncapped_budget(cfg, stop - begin) for begin, stop in spans)
+            budget = budget if cfg.max_new_tokens is None else min(budget, cfg.max_new_tokens)
+        stats = TranscriptStats(n / SAMPLE_RATE, budget=budget, segments=len(spans), language=language)
         self.last = stats
+        first = wave if len(spans) == 1 else wave[spans[0][0]:spans[0][1]]
+        prompt = self._prompt(first, stats)
+        stats.seconds = time.perf_counter() - start
+        return PreparedAudio(prompt, stats, wave if len(spans) > 1 else None, spans)
+
+    def _prompt(self, wave: torch.Tensor, stats: TranscriptStats) -> MLLMPrompt:
         with torch.inference_mode():
             audio = self.mllm.encode_audio(wave, trim_padding=self.config.trim_padding)
             prompt = self.mllm.prompt([("user", mllm_user_content(self.config.prompt, speech=True))], [audio])
-        stats.audio_tokens = audio.embeddings.shape[0]
-        stats.seconds = time.perf_counter() - start
-        return PreparedAudio(prompt, stats)
+        stats.audio_tokens += audio.embeddings.shape[0]
+        return prompt
 
     def decode(self, prepared: PreparedAudio) -> Iterator[TextStep]:
-        """Decode the transcript of prepared audio step by step (until eos or the budget)."""
+        """Decode the transcript of prepared audio step by step (until eos or the budget).
+
+        With segments, the steps of all segments come as one stream: a segment's eos is not yielded (its
+        flushed text moves to the next piece), the next segment's first text is preceded by a space, and only
+        the last step has a ``finish_reason`` (``"max_tokens"`` when the whole budget ran out).
+        """
         cfg, stats = self.config, prepared.stats
         self.last = stats
-        text = TextDecodeConfig(cfg.sampling, max_new_tokens=stats.budget, mask_from=self.mllm.config.mask_from,
-                                seed=cfg.seed)
+        spans = prepared.spans or [(0, 0)]
         start = time.perf_counter() - stats.seconds
-        with torch.inference_mode():
-            for step in self.mllm.stream(prepared.prompt, text):
-                stats.text_tokens += step.finish_reason != "eos"
-                stats.finish_reason = step.finish_reason
-                stats.seconds = time.perf_counter() - start
-                yield step
+        remaining, carry, emitted = stats.budget, "", False
+        for i, (begin, stop) in enumerate(spans):
+            if i == 0:
+                prompt, limit = prepared.prompt, remaining
+            else:
+                prompt = self._prompt(prepared.wave[begin:stop], stats)
+            if len(spans) > 1:
+                limit = min(_uncapped_budget(cfg, stop - begin), remaining)
+            sep = " " if i and emitted else ""
+            text = TextDecodeConfig(cfg.sampling, max_new_tokens=limit, mask_from=self.mllm.config.mask_from,
+                                    seed=cfg.seed)
+            with torch.inference_mode():
+                for step in self.mllm.stream(prompt, text):
+                    stats.seconds = time.perf_counter() - start
+                    if step.finish_reason != "eos":
+                        stats.text_tokens += 1
+                        remaining -= 1
+                    final = i == len(spans) - 1 or (step.finish_reason == "max_tokens" and remaining == 0)
+                    if step.finish_reason == "eos" and not final:
+                        carry += step.text  # a segment's end: its unfinished bytes, if any, go on
+                        break
+                    piece = step.text
+                    if piece and sep:
+                        piece = piece if piece[0].isspace() else sep + piece
+                        sep = ""
+                    piece, carry = carry + piece, ""
+                    emitted = emitted or bool(piece.strip())
+                    if step.finish_reason == "max_tokens" and not final:
+                        stats.cut_segments += 1
+                    reason = step.finish_reason if final else None
+                    stats.finish_reason = reason
+                    yield TextStep(step.token, piece, reason)
+                    if final and step.finished:
+                        return
 
     def stream(self, wave16k: torch.Tensor, language: str | None = None) -> Iterator[TextStep]:
         """:meth:`prepare` then :meth:`decode`: the decode steps of mono 16 kHz samples (S,)."""
@@ -151,3 +233,7 @@ class Transcriber:
     def transcribe(self, wave16k: torch.Tensor, language: str | None = None) -> str:
         """The whole transcript (surrounding whitespace removed)."""
         return "".join(step.text for step in self.stream(wave16k, language)).strip()
+
+
+def _uncapped_budget(cfg: TranscribeConfig, n_samples: int) -> int:
+    return -(-int(n_samples * cfg.tokens_per_second) // SAMPLE_RATE) + cfg.min_new_tokens
