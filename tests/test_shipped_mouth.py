@@ -150,3 +150,8 @@ def test_a_clip_without_transcript_is_transcribed_then_cloned(tmp_path, capsys):
     heard = re.search(r"transcribed by Whisper base as: '(.+)'", captured.err)
     assert heard and "smooth planks" in heard.group(1).lower()
     assert f"the voice of {PRESET_DIR / 'rms.flac'}" in captured.out and sf.read(out)[1] == 22050
+    assert main(["voices", "add", "bob", "--audio", str(PRESET_DIR / "rms.flac"),
+                 "--voices-dir", str(tmp_path / "voices")]) == 0
+    assert "transcribed by Whisper base as" in capsys.readouterr().out
+    stored = json.loads(next((tmp_path / "voices").rglob("bob/voice.json")).read_text())
+    assert "smooth planks" in stored["text"].lower()

@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="SpeechLM whose front-end computes the voice (default as `tts`)")
     p.add_argument("--voices-dir", default=None, help="voice registry folder (default: $MGM_OMNI_CACHE/voices)")
     p.add_argument("--audio", default=None, help="reference clip for `add`")
-    p.add_argument("--text", default=None, help="its transcript for `add`")
+    p.add_argument("--text", default=None, help="its transcript for `add` (default: transcribed by Whisper base)")
     _add_common(p)
     return parser
 

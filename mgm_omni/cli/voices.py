@@ -24,6 +24,16 @@ def seconds(voice) -> float:
     return voice.seconds if voice.seconds else voice.n_tokens / TOKEN_RATE
 
 
+def transcript_of(clip: str) -> str:
+    """The clip's transcript by Whisper base (the SpeechLM reads it before the clip's units), said aloud."""
+    from mgm_omni.audio import load_audio
+    from mgm_omni.generation.wave.ref_transcript import reference_transcriber, transcribe_reference
+
+    text = transcribe_reference(load_audio(clip, sample_rate=16000)[0], reference_transcriber())
+    print(f"no --text: the clip was transcribed by Whisper base as: {text!r}")
+    return text
+
+
 def run(args: argparse.Namespace) -> int:
     from mgm_omni.serving.voice_names import OPENAI_VOICES, check_new_name, resolve
     from mgm_omni.engine.voices import VoiceError
@@ -47,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
             except OSError as exc:
                 raise CLIError(f"cannot read --audio {args.audio}: {exc.strerror or exc}") from None
             check_new_name(reg, args.name)
-            voice = reg.add(args.name, data, args.text)
+            voice = reg.add(args.name, data, args.text or transcript_of(args.audio))
             print(f"added {voice.name!r}: {seconds(voice):.2f} s, {voice.n_tokens} reference tokens")
         else:
             if not args.name:
