@@ -17,7 +17,8 @@ speakers first; at most ``max_items`` per language, clips of at most ``max_secon
    prior loss (``objective.prior_weight``) mu is on the mel scale: this shows what the condition alone carries.
 
 ``flow_overrides`` sets inference keys of the flow config (``n_timesteps``, ``inference_cfg_rate``) without
-re-exporting; ``langs`` limits the languages (e.g. ``[en]`` for a quick check of a checkpoint); ``reuse``
+re-exporting; ``left_chunks`` renders through the cached stream the mouth speaks with (bounded left context)
+instead of one pass; ``prompt_tokens`` keeps only the prompt's last N tokens (and their mel); ``langs`` limits the languages (e.g. ``[en]`` for a quick check of a checkpoint); ``reuse``
 takes the flow-free columns (source, vocoder, unit means) of an earlier report of the same judge per item.
 
 Scores per language (EN WER, ZH CER), as the evaluation harness scores (``eval.metrics.score_transcript``:
@@ -29,6 +30,7 @@ item and the totals; ``--limit N`` scores only N items per language (a smoke run
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -47,6 +49,7 @@ from mgm_omni.checkpoint import load_into, load_state_dict
 from mgm_omni.generation.wave.frame_grid import FrameGrid
 from mgm_omni.generation.wave.hifigan_stack import HiFiGANToken2Wav, load_hifigan_vocoder
 from mgm_omni.generation.wave.regulated_flow import grid_mu
+from mgm_omni.generation.wave.stream_state import StreamSchedule
 from mgm_omni.models.flow import CausalFlow
 from mgm_omni.models.flow_config import FlowConfig
 from mgm_omni.generation.wave.own_frontend import load_ge2e, own_prompt
@@ -69,6 +72,8 @@ class GateConfig:
     flow_overrides: dict = field(default_factory=dict)  # n_timesteps / inference_cfg_rate at inference
     langs: list | None = None  # None: every language of the manifests
     reuse: str | None = None  # an earlier report (same judge): its flow-free columns are taken, not re-judged
+    left_chunks: int | None = None  # render through the cached stream with this left context (None: one pass)
+    prompt_tokens: int | None = None  # the flow sees only the last N prompt tokens (None: the whole clip)
     splits: list = field(default_factory=lambda: ["dev_speakers", "dev"])
     max_items: int = 20  # per language
     max_seconds: float = 12.0
@@ -193,11 +198,16 @@ def main(argv: list[str] | None = None) -> dict:
     judge = get_judge(cfg.judge, threads=cfg.threads)
     means = unit_mean_mels(cfg.unit_means, grid, units.cfg.num_units) if cfg.unit_means else None
     known = reused_scores(cfg)
+    schedule = StreamSchedule(grid=grid.chunk, lookahead=flow.config.pre_lookahead_len, left_chunks=cfg.left_chunks)
 
     records, started = [], time.perf_counter()
     for item, prompt_item in pick_items(cfg):
         wave16, _ = load_audio(item["path"], sample_rate=16000)
         prompt = own_prompt(load_audio(prompt_item["path"], sample_rate=16000)[0], units, ge2e, grid)
+        if cfg.prompt_tokens is not None and prompt.tokens.shape[1] > cfg.prompt_tokens:
+            n = cfg.prompt_tokens  # the last n tokens and the last F(n) frames (at most one frame off the grid)
+            prompt = dataclasses.replace(prompt, tokens=prompt.tokens[:, -n:],
+                                         mel=prompt.mel[:, -grid.frames(n):].contiguous())
         old = known.get(item["id"], {}) if known.get(item["id"], {}).get("text") == item["text"] else {}
         rec = {"id": item["id"], "speaker": item["speaker"], "lang": item["lang"], "split": item["split"],
                "text": item["text"], "prompt_id": prompt_item["id"], **{k: old[k] for k in FLOW_FREE if k in old}}
@@ -207,7 +217,11 @@ def main(argv: list[str] | None = None) -> dict:
             with torch.inference_mode():
                 waves["vocoder"] = resample(vocoder.vocode(log_mel(wave22, HIFIGAN_22K)[None])[0], 22050, 16000)
         ids = units(wave16)
-        waves["resynthesis"] = resample(torch.from_numpy(t2w.render(prompt, ids.tolist())), 22050, 16000)
+        if cfg.left_chunks is None:
+            wave = t2w.render(prompt, ids.tolist())
+        else:
+            wave = t2w.render(prompt, ids.tolist(), block_tokens=0, schedule=schedule)
+        waves["resynthesis"] = resample(torch.from_numpy(wave), 22050, 16000)
         if cfg.mu:
             with torch.inference_mode():
                 mel = grid_mu(flow, grid, prompt.tokens, ids.tolist())
