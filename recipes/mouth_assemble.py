@@ -82,6 +82,7 @@ class AssembleConfig:
     dtype: str = "float32"
     store: dict = field(default_factory=dict)  # part (speechlm, flow, speaker) -> storage dtype
     check_sentences: list = field(default_factory=list)  # greedy float32-vs-stored comparison on these
+    check_max_rows: int = 200  # rows per check sentence (a sentence that does not end is cut here)
     notes: dict = field(default_factory=dict)  # extra model-card sections (title -> text)
 
 
@@ -168,7 +169,15 @@ def record_storage_check(root: Path, parts: OwnMouthParts, cfg: AssembleConfig, 
     from mgm_omni.hub.own_mouth_check import compare_storage
 
     assemble_own_mouth(reference, replace(parts, card={}), dtype=cfg.dtype, max_bytes=10**12)
-    check = compare_storage(reference, root, list(cfg.check_sentences))
+    try:
+        from mgm_omni.generation.wave.ref_transcript import reference_transcriber
+
+        whisper = reference_transcriber()
+    except Exception as exc:  # no Whisper base here: the table has no transcripts
+        print(f"storage check without transcripts: {exc}", file=sys.stderr)
+        whisper = None
+    check = compare_storage(reference, root, list(cfg.check_sentences), max_rows=cfg.check_max_rows,
+                            transcriber=whisper)
     stored = ", ".join(f"{k} {v}" for k, v in cfg.store.items()) or "as trained"
     with open(root / "MODEL_CARD.md", "a", encoding="utf-8") as card:
         card.write(f"## Storage dtype check ({stored} vs float32)\n\n{check.markdown()}\n")

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from mgm_omni.hub.own_mouth_shipped import (
     SHIPPED_MOUTH_DIR,
@@ -110,8 +111,12 @@ def test_storing_in_half_precision_is_measured_against_float32(tmp_path):
     half = assemble_own_mouth(tmp_path / "half", parts, store={"speechlm": "float16", "flow": "float16"})
     with safe_open(str(half / "model.safetensors"), "pt") as f:
         assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}
-    same = compare_storage(fp32, fp32, ["The birch canoe slid."], max_rows=12)
-    assert same.sentences[0].identical and same.agreement == 1.0 and same.sentences[0].audio_rel_diff == 0.0
+    heard = []
+    same = compare_storage(fp32, fp32, ["The birch canoe slid."], max_rows=12,
+                           transcriber=lambda w: heard.append(w) or f"{w.shape[0]} samples")
+    first = same.sentences[0]
+    assert first.identical and same.agreement == 1.0 and first.audio_rel_diff == 0.0
+    assert torch.equal(heard[0], heard[1]) and first.reference_heard == first.stored_heard == f"{len(heard[0])} samples"
     check = compare_storage(fp32, half, ["The birch canoe slid."], max_rows=12)
     assert 0.0 <= check.agreement <= 1.0 and "sentences decode to identical speech tokens" in check.markdown()
     with pytest.raises(Exception, match="store: parts are"):
