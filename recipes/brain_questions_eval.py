@@ -19,9 +19,12 @@ Matching rule (fixed before any run). Replies are normalised (lower case, punctu
 2. the typed reply has no key (the LLM's typed answer is off), and the spoken reply has none either and shares
    at least half of the typed reply's content words (words not in the question and not stop words; F1 >= 0.5).
 
-Both replies' correctness (any key present) is reported beside agreement.
+Both replies' correctness (any key present) is reported beside agreement. A diagnostic column, not the
+brain's own answer: the brain's transcript of the question (``Transcriber``, its WER against the question) and
+the LLM's answer to that transcript typed (``cascade``), i.e. what a transcribe-then-answer fallback would give.
 
     .venv/bin/python recipes/brain_questions_eval.py [--out outputs/brain_questions] [--cli 3] [--threads 1]
+        [--instruction "Answer the question in the audio."]   # typed text beside the audio (a variant)
 """
 
 from __future__ import annotations
@@ -154,10 +157,11 @@ def render_questions(out: Path) -> list[Path]:
     return paths
 
 
-def cli_reply(wav: Path, threads: int, max_new_tokens: int) -> str:
-    """The reply of ``mgm-omni chat --audio-file wav --no-speech`` (greedy), as printed."""
+def cli_reply(wav: Path, threads: int, max_new_tokens: int, instruction: str = "") -> str:
+    """The reply of ``mgm-omni chat --audio-file wav --no-speech`` (greedy; ``-m instruction`` if given)."""
     cmd = [str(ROOT / ".venv" / "bin" / "mgm-omni"), "chat", "--audio-file", str(wav), "--no-speech",
            "--temperature", "0", "--max-new-tokens", str(max_new_tokens), "--threads", str(threads)]
+    cmd += ["-m", instruction] if instruction else []
     proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr[-500:]}")
@@ -172,13 +176,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--max-new-tokens", type=int, default=96)
     ap.add_argument("-n", type=int, default=len(QUESTIONS))
+    ap.add_argument("--instruction", default="",
+                    help="typed text beside the audio (default none: the audio alone is the turn)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from _machine import describe_cpu
 
     from mgm_omni.audio import load_audio
+    from mgm_omni.eval.metrics import score_transcript
     from mgm_omni.generation.mllm.runner import MLLM, SHARED_TEXT_IDS
+    from mgm_omni.generation.mllm.transcriber import Transcriber
     from mgm_omni.generation.omni import OmniChat, OmniSettings, TextEvent
     from mgm_omni.hub.tiny_brain import default_mllm, mllm_location
 
@@ -198,24 +206,31 @@ def main() -> None:
     print(f"CPU: {describe_cpu()}; {args.threads} thread(s); brain {name}")
     for i, ((question, keys), wav) in enumerate(zip(QUESTIONS, wavs)):
         wave, _ = load_audio(wav, sample_rate=16000, channel=0)
-        spoken, s_sec = ask("", audio=wave)
+        spoken, s_sec = ask(args.instruction, audio=wave)
         typed, t_sec = ask(question)
         ok, rule = agreement(typed, spoken, question, keys)
+        heard = Transcriber(mllm).transcribe(wave, "en")
+        cascade, _ = ask(heard)
         row = {"question": question, "keys": keys, "typed": typed, "spoken": spoken, "agree": ok, "rule": rule,
                "typed_correct": bool(keys_in(typed, keys)), "spoken_correct": bool(keys_in(spoken, keys)),
-               "audio_s": round(wave.shape[-1] / 16000, 2), "spoken_s": round(s_sec, 2), "typed_s": round(t_sec, 2)}
+               "audio_s": round(wave.shape[-1] / 16000, 2), "spoken_s": round(s_sec, 2), "typed_s": round(t_sec, 2),
+               "transcript": heard, "transcript_wer": round(score_transcript(heard, question, None, "en").wer, 3),
+               "cascade": cascade, "cascade_agree": agreement(typed, cascade, question, keys)[0]}
         if i < args.cli:
-            row["cli"] = cli_reply(wav, args.threads, args.max_new_tokens)
+            row["cli"] = cli_reply(wav, args.threads, args.max_new_tokens, args.instruction)
             row["cli_equals_in_process"] = row["cli"] == spoken
         rows.append(row)
         print(json.dumps(row, ensure_ascii=False), flush=True)
     n = len(rows)
     summary = {"cpu": describe_cpu(), "brain": name, "questions": n, "voice": "flite rms (dev speaker)",
+               "instruction": args.instruction,
                "agreement": round(sum(r["agree"] for r in rows) / n, 3),
                "agreement_by_rule": {k: [sum(r["agree"] for r in rows if r["rule"] == k),
                                          sum(r["rule"] == k for r in rows)] for k in ("key", "content-f1")},
                "typed_correct": round(sum(r["typed_correct"] for r in rows) / n, 3),
                "spoken_correct": round(sum(r["spoken_correct"] for r in rows) / n, 3),
+               "diagnostic_transcript_wer_mean": round(float(np.mean([r["transcript_wer"] for r in rows])), 3),
+               "diagnostic_cascade_agreement": round(sum(r["cascade_agree"] for r in rows) / n, 3),
                "cli_checked": [r["cli_equals_in_process"] for r in rows if "cli" in r],
                "median_spoken_s": float(np.median([r["spoken_s"] for r in rows]))}
     (args.out / "report.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1,
