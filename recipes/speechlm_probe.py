@@ -5,6 +5,8 @@ A model that has learnt the text-to-speech alignment writes about as many units 
 runs on until a safeguard closes the chunk. For each item (``--split``, ``--lang``; an utterance) and another
 item of the same speaker as the reference prompt (3-10 s), this prints the source and decoded unit counts,
 their ratio and how decoding ended; the summary line gives the median ratio and the share of clean ends.
+``--heldout N`` also lays out N items of the split as training sequences and prints the teacher-forced speech
+loss and unit accuracy on them (the held-out counterpart of the training loss, independent of any vocoder).
 
     python recipes/speechlm_probe.py --config recipes/configs/speechlm_stage1_small.yaml [--checkpoint DIR]
     python recipes/speechlm_probe.py --model outputs/speechlm_stage1_small/model --config ...
@@ -32,6 +34,7 @@ from mgm_omni.config.mouth import MouthSpec
 from mgm_omni.generation.sampling import SamplingConfig
 from mgm_omni.generation.speech.chunked_decode import DecodeConfig
 from mgm_omni.generation.speech.generator import SpeechGenerator, SpeechRequest
+from mgm_omni.generation.speech.layout import IGNORE, ChunkRules, LayoutError, RowLayout, SpecialIds
 from mgm_omni.hub.own_mouth import silence_codes
 from mgm_omni.models.speech_lm import SpeechLM
 from mgm_omni.models.unit_tokenizer import WhisperUnitTokenizer
@@ -39,7 +42,7 @@ from mgm_omni.text import load_text_frontend
 from mgm_omni.training.checkpointing import latest_checkpoint
 from mgm_omni.training.config import TrainConfig, from_dict
 from mgm_omni.training.recipe_config import load_recipe_config
-from mgm_omni.training.speechlm_rows import read_jsonl
+from mgm_omni.training.speechlm_rows import SequenceSpec, build_sequence, read_jsonl
 from mgm_omni.training.speechlm_setup import SpeechLMDataSection, SpeechLMModelSection, export_speech_lm
 from mgm_omni.training.unit_shards import read_units
 
@@ -61,6 +64,31 @@ def pick_items(manifest: str, split: str, lang: str, n: int, seed: int) -> list[
         if refs:
             out.append((t, rng.choice(refs)))
     return out
+
+
+def heldout_loss(model: SpeechLM, frontend, data: SpeechLMDataSection, pairs: list[tuple[dict, dict]],
+                 units: dict) -> dict[str, float]:
+    """Teacher-forced speech cross-entropy and top-1 unit accuracy over held-out sequences (fp32)."""
+    spec = SequenceSpec(ChunkRules(sentence_min_text=data.sentence_min_text, max_text=data.max_text),
+                        data.max_rows, data.filler_unit, data.unit_rate, data.max_reference_units)
+    layout = RowLayout(SpecialIds.from_tokenizer(frontend, model.cfg), model.cfg.speech_token_count,
+                       model.cfg.delay_rows)
+    nll, hits, count = 0.0, 0, 0
+    with torch.no_grad():
+        for target, ref in pairs:
+            try:
+                rows, labels = build_sequence(layout, frontend, model.cfg, target, units[target["id"]], ref,
+                                              units[ref["id"]], spec)
+            except LayoutError:
+                continue
+            _, g = model(rows[None])
+            logits = model.speech_logits(g)[0, :-1].float()  # (T-1, k, S)
+            gold = labels[1:, 1:]
+            keep = gold != IGNORE
+            nll += float(torch.nn.functional.cross_entropy(logits[keep], gold[keep], reduction="sum"))
+            hits += int((logits[keep].argmax(-1) == gold[keep]).sum())
+            count += int(keep.sum())
+    return {"speech_loss": nll / max(count, 1), "unit_accuracy": hits / max(count, 1), "labels": count}
 
 
 def load_model(args, raw: dict) -> SpeechLM:
@@ -88,6 +116,7 @@ def main() -> None:
     parser.add_argument("--lang", default="en")
     parser.add_argument("--items", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--heldout", type=int, default=0, help="items for the teacher-forced held-out loss")
     parser.add_argument("overrides", nargs="*", help="section.key=value config overrides")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -102,6 +131,9 @@ def main() -> None:
                       blank_codes=frozenset(blank), delay_rows=model.cfg.delay_rows, dtype="float32")
     gen = SpeechGenerator(model, frontend, DecodeConfig(sampling=SamplingConfig(temperature=0.0)), pack=False,
                           native=False, mouth=mouth)
+    if args.heldout:
+        pairs = pick_items(manifest, args.split, args.lang, args.heldout, args.seed + 1)
+        print(json.dumps({"heldout": len(pairs), **heldout_loss(model, frontend, data, pairs, units)}), flush=True)
     ratios, clean = [], 0
     for target, ref in pick_items(manifest, args.split, args.lang, args.items, args.seed):
         source = len(units[target["id"]])
@@ -117,6 +149,8 @@ def main() -> None:
                           "ratio": round(ratio, 2), "finish": res.finish_reason,
                           "abort": str(res.cause) if res.tts_error else None,
                           "seconds": round(time.perf_counter() - t0, 2), "text": target["text"][:60]}))
+    if not ratios:
+        return
     print(f"median length ratio {statistics.median(ratios):.2f} (1.0 = the source's length); "
           f"clean ends {clean}/{len(ratios)}", file=sys.stderr)
 
