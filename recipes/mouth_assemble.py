@@ -81,6 +81,7 @@ class AssembleConfig:
     gate_report: str | None = None
     dtype: str = "float32"
     store: dict = field(default_factory=dict)  # part (speechlm, flow, speaker) -> storage dtype
+    keep_float32: list = field(default_factory=list)  # tensor names stored in float32 whatever store says
     check_sentences: list = field(default_factory=list)  # greedy float32-vs-stored comparison on these
     check_max_rows: int = 200  # rows per check sentence (a sentence that does not end is cut here)
     notes: dict = field(default_factory=dict)  # extra model-card sections (title -> text)
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> Path:
         parts = OwnMouthParts(speechlm=cfg.speechlm, text=cfg.text, units=cfg.units, flow=cfg.flow,
                               voice_audio=audio, voice_text=voice.text, ge2e=cfg.ge2e, hifigan=cfg.hifigan,
                               voice_description=description, card=card)
-        root = assemble_own_mouth(cfg.out, parts, dtype=cfg.dtype, store=cfg.store)
+        root = assemble_own_mouth(cfg.out, parts, dtype=cfg.dtype, store=cfg.store, keep_float32=tuple(cfg.keep_float32))
         if cfg.check_sentences:
             record_storage_check(root, parts, cfg, Path(tmp) / "float32")
     return root
@@ -179,6 +180,8 @@ def record_storage_check(root: Path, parts: OwnMouthParts, cfg: AssembleConfig, 
     check = compare_storage(reference, root, list(cfg.check_sentences), max_rows=cfg.check_max_rows,
                             transcriber=whisper)
     stored = ", ".join(f"{k} {v}" for k, v in cfg.store.items()) or "as trained"
+    if cfg.keep_float32:
+        stored += f"; float32: {', '.join(cfg.keep_float32)}"
     with open(root / "MODEL_CARD.md", "a", encoding="utf-8") as card:
         card.write(f"## Storage dtype check ({stored} vs float32)\n\n{check.markdown()}\n")
     write_checksums(root)

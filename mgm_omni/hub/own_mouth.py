@@ -96,14 +96,16 @@ class OwnMouthParts:
 
 
 def assemble_own_mouth(out: str | os.PathLike, parts: OwnMouthParts, dtype: str = "float32",
-                       max_bytes: int = MAX_BYTES, store: dict[str, str] | None = None) -> Path:
+                       max_bytes: int = MAX_BYTES, store: dict[str, str] | None = None,
+                       keep_float32: tuple[str, ...] = ()) -> Path:
     """Write the mouth directory ``out`` (replaced atomically if it exists) and return it.
 
     Args:
         dtype: the SpeechLM's compute dtype (``mouth.json``); weights are cast to it at load.
         store: the dtype each part's floating-point weights are stored in (``speechlm``, ``flow``, ``speaker``:
-            ``float32``, ``float16`` or ``bfloat16``; a part not named is stored as trained). A value that does
-            not fit the storage dtype (an overflow to inf) is an error.
+            ``float32``, ``float16`` or ``bfloat16``; a part not named is stored as trained). Only matrices are
+            cast (norm weights and biases stay float32); a value that does not fit (an overflow to inf) is an error.
+        keep_float32: tensor names (e.g. ``model.embed_tokens.weight``) kept in float32 whatever ``store`` says.
     """
     store = dict(store or {})
     unknown = sorted(set(store) - set(STORED_PARTS))
@@ -115,7 +117,8 @@ def assemble_own_mouth(out: str | os.PathLike, parts: OwnMouthParts, dtype: str 
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    cfg = _copy_speechlm(Path(parts.speechlm), tmp, store.get("speechlm"))
+    keep = frozenset(keep_float32)
+    cfg = _copy_speechlm(Path(parts.speechlm), tmp, store.get("speechlm"), keep)
     _copy_dir(Path(parts.text), tmp / TEXT_DIR)
     units = _write_units(Path(parts.units), tmp / UNITS_DIR)
     _write_ge2e(parts.ge2e, tmp / SPEAKER_DIR, store.get("speaker"))
@@ -137,13 +140,17 @@ def _copy_dir(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.tmp", "__pycache__"))
 
 
-def cast_state(state: dict[str, torch.Tensor], dtype: str | None, where: str) -> dict[str, torch.Tensor]:
-    """Floating-point tensors cast to ``dtype`` (None: unchanged); an overflow to inf names the tensor."""
+def cast_state(state: dict[str, torch.Tensor], dtype: str | None, where: str,
+               keep: frozenset[str] = frozenset()) -> dict[str, torch.Tensor]:
+    """Floating-point matrices cast to ``dtype`` (None: unchanged; 1-D tensors and ``keep`` stay float32);
+    an overflow to inf names the tensor."""
     if dtype is None:
         return {k: v.contiguous() for k, v in state.items()}
     target, out = getattr(torch, dtype), {}
     for k, v in state.items():
-        if v.is_floating_point():
+        if v.is_floating_point() and (v.dim() < 2 or k in keep):
+            v = v.float()
+        elif v.is_floating_point():
             cast = v.to(target)
             if not torch.isfinite(cast).all() and torch.isfinite(v).all():
                 raise OwnMouthError(f"{where}: {k} does not fit {dtype} (overflow); store it as float32")
@@ -152,7 +159,7 @@ def cast_state(state: dict[str, torch.Tensor], dtype: str | None, where: str) ->
     return out
 
 
-def _copy_speechlm(src: Path, dst: Path, store: str | None = None) -> SpeechLMConfig:
+def _copy_speechlm(src: Path, dst: Path, store: str | None = None, keep: frozenset[str] = frozenset()) -> SpeechLMConfig:
     if not (src / "config.json").is_file():
         raise OwnMouthError(f"{src}: not a SpeechLM directory (no config.json)")
     cfg = SpeechLMConfig.from_json_file(src / "config.json")
@@ -164,7 +171,7 @@ def _copy_speechlm(src: Path, dst: Path, store: str | None = None) -> SpeechLMCo
         if not torch.equal(state["lm_head.weight"], state["model.embed_tokens.weight"]):
             raise OwnMouthError(f"{src}: tie_word_embeddings is set but lm_head.weight differs from the embeddings")
         del state["lm_head.weight"]
-    save_file(cast_state(state, store, str(src)), str(dst / "model.safetensors"), metadata={"format": "pt"})
+    save_file(cast_state(state, store, str(src), keep), str(dst / "model.safetensors"), metadata={"format": "pt"})
     return cfg
 
 
