@@ -116,6 +116,7 @@ def main() -> None:
     parser.add_argument("--lang", default="en")
     parser.add_argument("--items", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--unit-tokenizer", default=UNIT_TOKENIZER, help="its silence code ends chunks")
     parser.add_argument("--heldout", type=int, default=0, help="items for the teacher-forced held-out loss")
     parser.add_argument("overrides", nargs="*", help="section.key=value config overrides")
     args = parser.parse_args()
@@ -126,7 +127,7 @@ def main() -> None:
     frontend = load_text_frontend(data.text_frontend, data.frontend_kind, ".", data.g2p)
     manifest = data.manifests[0]
     units = read_units(data.units[0] if data.units else Path(manifest).parent / "units")
-    silence, blank = silence_codes(WhisperUnitTokenizer.from_file(UNIT_TOKENIZER))
+    silence, blank = silence_codes(WhisperUnitTokenizer.from_file(args.unit_tokenizer))
     mouth = MouthSpec(text_frontend=data.frontend_kind, speech_codes=model.cfg.speech_eos, silence_code=silence,
                       blank_codes=frozenset(blank), delay_rows=model.cfg.delay_rows, dtype="float32")
     gen = SpeechGenerator(model, frontend, DecodeConfig(sampling=SamplingConfig(temperature=0.0)), pack=False,
