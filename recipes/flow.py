@@ -4,7 +4,8 @@
     mgm-omni train flow --config ... [--resume] [section.key=value ...]
 
 1. Read the config: ``train``, ``model`` (a :class:`~mgm_omni.models.flow_config.FlowConfig`: ``vocab_size`` =
-   the unit count, ``spk_embed_dim`` = the speaker encoder's width, ``output_size`` = the vocoder's mel bins),
+   the unit count, ``spk_embed_dim`` = the speaker encoder's width, ``output_size`` = the vocoder's mel bins;
+   optional ``init_from``: an exported flow folder whose weights the run starts from),
    ``objective`` (window, prompt masking, CFG dropout, chunk-causal attention) and ``data``.
 2. Data: shards of (units, mel, x-vector) per clip; written first when missing, from the corpus manifests,
    their unit shards and the audio (mel of ``data.mel``: HiFi-GAN V1 22.05 kHz; x-vector: resemblyzer).
@@ -24,7 +25,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mgm_omni.checkpoint import load_state_dict, save_state_dict
+from mgm_omni.checkpoint import load_into, load_state_dict, save_state_dict
 from mgm_omni.config import ConfigError
 from mgm_omni.models.flow import CausalFlow
 from mgm_omni.models.flow_config import FlowConfig
@@ -82,7 +83,8 @@ def main(argv: list[str] | None = None) -> FitResult:
     args = parse_recipe_args(argv, __doc__.splitlines()[0])
     raw = load_recipe_config(args.config, args.overrides, SECTIONS)
     train = from_dict(TrainConfig, raw["train"])
-    flow_cfg = FlowConfig.from_dict(raw["model"])
+    init_from = raw["model"].get("init_from")  # an exported flow folder to start from (a second, polishing run)
+    flow_cfg = FlowConfig.from_dict({k: v for k, v in raw["model"].items() if k != "init_from"})
     objective_cfg = from_dict(FlowTrainConfig, raw["objective"])
     data = from_dict(DataSection, raw["data"])
     info = init_distributed()
@@ -93,6 +95,8 @@ def main(argv: list[str] | None = None) -> FitResult:
             raise ConfigError(f"model.output_size {flow_cfg.output_size} != the {mel.n_mels} bins of mel {data.mel!r}")
         seed_everything(train.seed)
         flow = CausalFlow(flow_cfg).train()
+        if init_from:  # weights only (a fresh optimiser and schedule); --resume then continues this run
+            load_into(flow, load_state_dict(Path(init_from) / "flow.safetensors"))
         seed_everything(train.seed, info.rank)
         seconds_per_frame = mel.hop_length / mel.sample_rate
         result = fit(

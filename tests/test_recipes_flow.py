@@ -58,6 +58,17 @@ def test_two_steps_pinned_and_export_loads_for_inference(items, tmp_path):
     assert mel.shape == (1, 80, 34) and torch.isfinite(mel).all()
 
 
+def test_a_run_starts_from_the_weights_of_an_export(items, tmp_path):
+    first = run("flow", "flow_tiny", f"data.shards={items / 'six_items'}", f"train.out_dir={tmp_path / 'a'}")
+    again = run("flow", "flow_tiny", f"data.shards={items / 'six_items'}", f"train.out_dir={tmp_path / 'b'}",
+                f"model.init_from={tmp_path / 'a' / 'flow'}")
+    fresh = run("flow", "flow_tiny", f"data.shards={items / 'six_items'}", f"train.out_dir={tmp_path / 'c'}")
+    assert losses(again)[0] < losses(first)[0] and losses(fresh) == losses(first)  # started from the trained weights
+    cfg = json.loads((tmp_path / "b" / "flow" / "flow_config.json").read_text())
+    assert "init_from" not in cfg and FlowConfig.from_dict(cfg) == FlowConfig.from_dict(
+        json.loads((tmp_path / "a" / "flow" / "flow_config.json").read_text()))
+
+
 def test_overfit_two_clips(items, tmp_path):
     res = run("flow", "flow_tiny", f"data.shards={items / 'two_items'}", f"train.out_dir={tmp_path}",
               "train.max_steps=40", "train.lr=1e-2", "objective.segment_frames=80")
