@@ -56,12 +56,17 @@ class StorageCheck:
                  "heard (float32) | heard (stored) |", "|---|---|---|---|---|---|"]
         for s in self.sentences:
             lines.append(f"| {s.text[:48]} | {len(s.reference_tokens)} / {len(s.stored_tokens)} | "
-                         f"{s.same_prefix} | {s.audio_rel_diff:.4f} | {s.reference_heard} | {s.stored_heard} |")
+                         f"{s.same_prefix} | {s.audio_rel_diff:.4f} | {_short(s.reference_heard)} | "
+                         f"{_short(s.stored_heard)} |")
         same = sum(s.identical for s in self.sentences)
         lines += ["", f"{same} of {len(self.sentences)} sentences decode to identical speech tokens; "
                       f"{100 * self.agreement:.1f}% of the float32 mouth's tokens are reproduced before the first "
                       "difference (greedy, one seed)."]
         return "\n".join(lines)
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."  # Whisper may loop on a word
 
 
 def _speak(root: str | os.PathLike, texts: list[str], voice, max_rows: int):
