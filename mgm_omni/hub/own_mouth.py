@@ -284,7 +284,7 @@ def _write_card(root: Path, spec: MouthSpec, cfg: SpeechLMConfig, flow: FlowConf
         return f"{sum(t.numel() for t in load_state_dict(path).values()) / 1e6:.2f} M"
 
     def stored(part: str) -> str:
-        return store.get(part, "as trained")
+        return f"{store[part]} (1-D tensors float32)" if part in store else "as trained"
 
     flow_file, ge2e_file = root / TOKEN2WAV_DIR / FLOW_FILES[1], root / SPEAKER_DIR / GE2E_FILE
     total = megabytes(root)
