@@ -31,8 +31,6 @@ see each config's header for its wall time on the 2-core EPYC):
     mgm-omni train text_frontend --config recipes/configs/text_frontend.yaml
     mgm-omni train flow --config recipes/configs/mouth_gate_flow.yaml
     mgm-omni train flow --config recipes/configs/flow_small.yaml
-    mgm-omni train flow --config recipes/configs/flow_small_polish.yaml
-    cp outputs/flow_small_polish/flow/* outputs/flow_small/flow/
     python recipes/mouth_resynth_gate.py --config recipes/configs/mouth_gate.yaml
     mgm-omni train speechlm_stage1 --config recipes/configs/speechlm_stage1_small.yaml  # shipped run: data order in its header
     mgm-omni train speechlm_stage2 --config recipes/configs/speechlm_stage2_small.yaml
