@@ -70,7 +70,7 @@ QUESTIONS: list[tuple[str, tuple[str, ...]]] = [
     ("What is the star at the center of our solar system?", ("sun",)),
     ("What fruit is guacamole made from?", ("avocado",)),
     ("In which country are the pyramids of Giza?", ("egypt",)),
-    ("What is the currency of the United Kingdom?", ("pound", "sterling")),
+    ("What is the currency of the United Kingdom?", ("pound", "pounds", "sterling")),
     ("How many sides does a triangle have?", ("3",)),
     ("What is the capital of Spain?", ("madrid",)),
     ("Which metal is liquid at room temperature?", ("mercury",)),
