@@ -5,8 +5,8 @@
 
 Writes ``OUT/report.json`` (every item, every window, every timing), ``OUT/report.md`` (the summary and the
 goals), the outputs under ``OUT/wavs/`` and ``OUT/longform.wav``. The defaults (20 EN + 10 ZH items, one
-~5-minute long form, the speed test) take about 25 minutes on 2 cores; ``--en 2 --zh 1 --longform-seconds 20``
-is a smoke run. What each section measures: ``mgm_omni/eval/mouth_eval.py``. Speeds are printed beside the CPU
+~5-minute long form, the speed test) took 10.6 minutes on the 2-core EPYC with the shipped mouth (RTF ~1.2,
+other jobs running); ``--en 2 --zh 1 --longform-seconds 20`` is a smoke run. What each section measures: ``mgm_omni/eval/mouth_eval.py``. Speeds are printed beside the CPU
 (``benchmarks/_machine.py``); run it on an otherwise idle machine for the speed figures to mean anything.
 """
 

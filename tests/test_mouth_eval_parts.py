@@ -144,3 +144,4 @@ def test_goals_are_met_only_on_a_measured_value():
     assert _goal(0.19, "en_wer")["met"] is True and _goal(0.21, "en_wer")["met"] is False
     assert _goal(0.8, "cloning_share_own_top")["met"] is True and _goal(0.79, "cloning_share_own_top")["met"] is False
     assert _goal(None, "rtf")["met"] is None
+    assert _goal(1.0, "longform_last_over_first_wer", "first minute unintelligible")["met"] is None
