@@ -38,3 +38,17 @@ def tiny_cache(tmp_path_factory):
     mp.setenv("MGM_OMNI_CACHE", str(root))
     yield root
     mp.undo()
+
+
+@pytest.fixture(scope="module")
+def tiny_own_mouth(tmp_path_factory):
+    """A tiny random own-format mouth (phoneme front-end, units, flow) in a temporary folder; skips where the
+    espeak-ng data for the phoneme tokenizer is missing."""
+    from mgm_omni.hub.own_mouth_tiny import build_tiny_own_mouth
+
+    try:
+        return build_tiny_own_mouth(tmp_path_factory.mktemp("own") / "mouth")
+    except Exception as exc:  # espeak-ng data (espeakng-loader) missing: no phoneme tokenizer
+        if "espeak" in str(exc).lower():
+            pytest.skip(f"G2P unavailable: {exc}")
+        raise

@@ -22,15 +22,8 @@ SR, HOP = 22050, 256
 
 
 @pytest.fixture(scope="module")
-def mouth(tmp_path_factory):
-    from mgm_omni.hub.own_mouth_tiny import build_tiny_own_mouth
-
-    try:
-        return build_tiny_own_mouth(tmp_path_factory.mktemp("own") / "mouth")
-    except Exception as exc:  # espeak-ng data (espeakng-loader) missing: no phoneme tokenizer
-        if "espeak" in str(exc).lower():
-            pytest.skip(f"G2P unavailable: {exc}")
-        raise
+def mouth(tiny_own_mouth):
+    return tiny_own_mouth
 
 
 @pytest.fixture(scope="module")
