@@ -181,6 +181,8 @@ def run(wav: Path, threads: int, extra: list[str], out_dir: Path, tag: str) -> N
     report = {"cpu": describe_cpu(), "threads": threads, "nice": os.nice(0), "audio_minutes": ref["seconds"] / 60,
               "exit_status": os.waitstatus_to_exitcode(status), "peak_rss_gb": round(usage.ru_maxrss / 2**20, 3),
               "wall_s": round(wall, 1), "rtf_wall": round(wall / ref["seconds"], 3),
+              "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+              "rtf_cpu": round((usage.ru_utime + usage.ru_stime) / ref["seconds"], 3),  # fair under contention
               "cli_summary": log_tail[0] if log_tail else "", "extra_args": extra, **score(ref, transcript)}
     Path(f"{stem}.report.json").write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report, indent=1))
