@@ -52,6 +52,7 @@ import yaml
 
 from mgm_omni.hub.own_mouth import OwnMouthParts, assemble_own_mouth
 from mgm_omni.training.config import from_dict
+from mgm_omni.training.recipe_config import apply_overrides
 
 RETRAIN = textwrap.dedent(__doc__.split("The whole retrain, in order", 1)[1].split(":\n\n", 1)[1]).strip("\n")
 
@@ -128,26 +129,12 @@ def gate_section(path: str | None) -> dict[str, str]:
     return {"Resynthesis gate (Whisper-base judge, EN WER / ZH CER)": "\n".join(lines)}
 
 
-def override(data: dict, items: list[str]) -> dict:
-    """``key=value`` / ``a.b=value`` entries (values read as YAML) set in ``data``."""
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"override {item!r}: expected key=value")
-        *path, last = key.split(".")
-        node = data
-        for part in path:
-            node = node.setdefault(part, {})
-        node[last] = yaml.safe_load(value)
-    return data
-
-
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True)
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args(argv)
-    raw = override(yaml.safe_load(Path(args.config).read_text()), args.overrides)
+    raw = apply_overrides(yaml.safe_load(Path(args.config).read_text()), args.overrides, sections=False)
     cfg = from_dict(AssembleConfig, raw)
     voice = preset_voice(cfg.voice) if cfg.voice.preset else cfg.voice
     if not voice.text.strip():

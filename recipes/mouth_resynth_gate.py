@@ -56,6 +56,7 @@ from mgm_omni.generation.wave.own_frontend import load_ge2e, own_prompt
 from mgm_omni.models.unit_tokenizer import WhisperUnitTokenizer
 from mgm_omni.training.config import from_dict
 from mgm_omni.training.speechlm_rows import read_jsonl
+from mgm_omni.training.recipe_config import apply_overrides
 
 
 @dataclass
@@ -164,20 +165,6 @@ def pick_items(cfg: GateConfig) -> list[tuple[dict, dict]]:
     return picked
 
 
-def override(data: dict, items: list[str]) -> dict:
-    """``key=value`` / ``a.b=value`` entries (values read as YAML) set in ``data``."""
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"override {item!r}: expected key=value")
-        *path, last = key.split(".")
-        node = data
-        for part in path:
-            node = node.setdefault(part, {})
-        node[last] = yaml.safe_load(value)
-    return data
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True)
@@ -185,7 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args(argv)
 
-    raw = override(yaml.safe_load(Path(args.config).read_text()), args.overrides)
+    raw = apply_overrides(yaml.safe_load(Path(args.config).read_text()), args.overrides, sections=False)
     cfg = from_dict(GateConfig, raw)
     if args.limit is not None:
         cfg.max_items = args.limit

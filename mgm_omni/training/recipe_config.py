@@ -19,18 +19,21 @@ from mgm_omni.config import ConfigError
 from mgm_omni.training.config import read_yaml
 
 
-def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Set ``a.b.c=value`` entries in ``data`` (in place; returns it).
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str], sections: bool = True) -> dict[str, Any]:
+    """Set ``a.b.c=value`` entries in ``data`` (in place; returns it). ``sections=False`` is for flat configs
+    (the mouth assembly and gate recipes): a plain ``key=value`` is allowed and any first part is created.
 
     Raises:
-        ConfigError: an override without ``=`` or a dotted key, or whose first part is not a section.
+        ConfigError: an override without ``=`` or (with ``sections``) a dotted key, or whose first part is not a
+            section.
     """
     for item in overrides:
         key, sep, raw = item.partition("=")
         parts = key.strip().split(".")
-        if not sep or len(parts) < 2 or not all(parts):
-            raise ConfigError(f"override {item!r}: expected section.key=value (e.g. train.max_steps=10)")
-        if parts[0] not in data:
+        if not sep or len(parts) < (2 if sections else 1) or not all(parts):
+            expected = "section.key=value (e.g. train.max_steps=10)" if sections else "key=value"
+            raise ConfigError(f"override {item!r}: expected {expected}")
+        if sections and parts[0] not in data:
             raise ConfigError(f"override {item!r}: the config has no section {parts[0]!r} "
                               f"(sections: {sorted(data)})")
         node = data
