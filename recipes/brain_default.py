@@ -19,6 +19,12 @@ at token boundaries: what inference sees with ``speech_trim_padding``. The train
 with its sha256 to ``out_assets`` (``mgm_omni/hub/assets/brain/``: ``projector.safetensors`` + ``brain.json``).
 
     nice -n 5 .venv/bin/python recipes/brain_default.py recipes/configs/brain_default.yaml [key=value ...]
+
+Stage 2 is the same driver with ``data.qa_features`` (``recipes/brain_stage2_data.py``: spoken questions whose
+targets are the LLM's own typed answers, trained under the chat prompt) beside the stage-1 items:
+``recipes/configs/brain_stage2.yaml``. A training checkpoint becomes shippable assets with
+``run.init=<out_dir>/checkpoints/step-N/model.safetensors phases.ce.train.max_steps=0 run.history=null
+run.out_assets=DIR``.
 """
 
 from __future__ import annotations
@@ -52,12 +58,25 @@ SECTIONS = ("run", "data", "phases")
 
 @dataclass
 class Item:
-    """One training item: a window row and a token span of it, and the transcript of that span."""
+    """One training item: a window row of a feature store and a token span of it, the transcript of that span
+    (``text``, read by the alignment term), and the reply the LLM is trained to give: the transcript itself for
+    ``task`` "transcribe", the LLM's own typed answer (``target``) for "answer" (stage 2, the chat prompt)."""
 
     row: int
     tok: tuple[int, int]
     text: str
     lang: str
+    task: str = "transcribe"
+    target: str | None = None
+    eos: bool = True
+    store: int = 0
+
+
+def qa_items(windows: list[dict], store: int, repeat: int) -> list[Item]:
+    """Stage-2 items of ``recipes/brain_stage2_data.py`` windows: each spoken question, ``repeat`` times."""
+    items = [Item(w["row"], tuple(s["tok"]), s["text"], w["lang"], "answer", s["answer"], bool(s["finished"]), store)
+             for w in windows for s in w["segments"]]
+    return items * max(1, repeat)
 
 
 def make_items(windows: list[dict], max_run: int, seed: int) -> list[Item]:
@@ -80,13 +99,19 @@ def make_items(windows: list[dict], max_run: int, seed: int) -> list[Item]:
 class ItemDataset(torch.utils.data.Dataset):
     """Cropped features + transcript ids of :class:`Item` s (features read from the memory maps)."""
 
-    def __init__(self, store: FeatureStore, items: list[Item], tokenizer) -> None:
-        self.main, self.aux = store.arrays()
+    def __init__(self, stores: FeatureStore | list[FeatureStore], items: list[Item], tokenizer) -> None:
+        stores = stores if isinstance(stores, list) else [stores]
+        self.arrays = [store.arrays() for store in stores]
         self.items, self.tok = items, tokenizer
         self.text_ids = [tokenizer.encode(it.text) for it in items]
+        self.target_ids = [ids if it.target is None else tokenizer.encode(it.target)
+                           for it, ids in zip(items, self.text_ids)]
 
-    def lengths(self, prompt_len: int) -> list[int]:
-        return [prompt_len + (it.tok[1] - it.tok[0]) + len(ids) + 1 for it, ids in zip(self.items, self.text_ids)]
+    def lengths(self, prompt_len: dict[str, int] | int) -> list[int]:
+        """Spliced sequence length of each item (``prompt_len``: per task, or one for all)."""
+        per_task = prompt_len if isinstance(prompt_len, dict) else None
+        return [(per_task[it.task] if per_task else prompt_len) + (it.tok[1] - it.tok[0]) + len(ids) + 1
+                for it, ids in zip(self.items, self.target_ids)]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -94,14 +119,16 @@ class ItemDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         it = self.items[i]
         t0, t1 = it.tok
-        main = torch.from_numpy(self.main[it.row, t0 * FRAMES_PER_TOKEN:t1 * FRAMES_PER_TOKEN].copy())
-        aux = torch.from_numpy(self.aux[it.row, t0 * AUX_PER_TOKEN:t1 * AUX_PER_TOKEN].copy())
+        main_f, aux_f = self.arrays[it.store]
+        main = torch.from_numpy(main_f[it.row, t0 * FRAMES_PER_TOKEN:t1 * FRAMES_PER_TOKEN].copy())
+        aux = torch.from_numpy(aux_f[it.row, t0 * AUX_PER_TOKEN:t1 * AUX_PER_TOKEN].copy())
         return {"main": main.view(torch.bfloat16).float(), "aux": aux.view(torch.bfloat16).float(),
-                "text_ids": self.text_ids[i]}
+                "text_ids": self.text_ids[i], "target_ids": self.target_ids[i], "task": it.task, "eos": it.eos}
 
 
 def collate(items: list[dict]) -> dict:
-    """Pad features (zeros) and transcript ids (0, masked by ``text_len``)."""
+    """Pad features (zeros) and transcript ids (0, masked by ``text_len``); targets, tasks and end flags as
+    lists."""
     n_tok = torch.tensor([x["main"].shape[0] // FRAMES_PER_TOKEN for x in items])
     text_len = torch.tensor([len(x["text_ids"]) for x in items])
     main = nn.utils.rnn.pad_sequence([x["main"] for x in items], batch_first=True)
@@ -109,17 +136,24 @@ def collate(items: list[dict]) -> dict:
     text = torch.zeros(len(items), int(text_len.max()), dtype=torch.long)
     for i, x in enumerate(items):
         text[i, : len(x["text_ids"])] = torch.tensor(x["text_ids"])
-    return {"main": main, "aux": aux, "n_tok": n_tok, "text": text, "text_len": text_len}
+    return {"main": main, "aux": aux, "n_tok": n_tok, "text": text, "text_len": text_len,
+            "target": [x["target_ids"] for x in items], "task": [x["task"] for x in items],
+            "eos": [x["eos"] for x in items]}
 
 
 class ProjectorOnLLM(nn.Module):
-    """The trainable projector; the frozen LLM rides along unregistered (not trained, not checkpointed)."""
+    """The trainable projector; the frozen LLM rides along unregistered (not trained, not checkpointed).
 
-    def __init__(self, projector: DualMLPSpeechProjector, llm: MGMOmni, prompt_ids: list[int], eos_id: int) -> None:
+    ``prompts``: the prompt ids of each task (a bare list: "transcribe" only)."""
+
+    def __init__(self, projector: DualMLPSpeechProjector, llm: MGMOmni, prompts: dict[str, list[int]] | list[int],
+                 eos_id: int) -> None:
         super().__init__()
         self.projector = projector
         object.__setattr__(self, "llm", llm.requires_grad_(False).eval())
-        self.prompt_ids, self.eos_id = list(prompt_ids), int(eos_id)
+        self.prompts = {k: list(v) for k, v in prompts.items()} if isinstance(prompts, dict) \
+            else {"transcribe": list(prompts)}
+        self.eos_id = int(eos_id)
 
     def audio_tokens(self, batch: dict) -> torch.Tensor:
         """(B, max tokens, H) projector outputs (rows past ``n_tok`` come from zero padding)."""
@@ -142,15 +176,15 @@ def align_loss(model: ProjectorOnLLM, batch: dict, cfg: AlignConfig) -> tuple[to
 
 
 def ce_loss(model: ProjectorOnLLM, batch: dict, align: AlignConfig | None = None) -> tuple[torch.Tensor, int]:
-    """Summed transcript cross-entropy (target = transcript + <|im_end|>) and its token count, plus
-    ``align.weight`` x the mean alignment loss per token when ``align`` is given."""
+    """Summed reply cross-entropy (target = transcript or answer, + <|im_end|> unless cut) and its token count,
+    plus ``align.weight`` x the mean alignment loss per token when ``align`` is given."""
     speech = model.audio_tokens(batch)
     llm = model.llm
     samples = []
     for i in range(speech.shape[0]):
         audio = speech[i, : int(batch["n_tok"][i])].to(llm.dtype)
-        target = batch["text"][i, : int(batch["text_len"][i])].tolist() + [model.eos_id]
-        samples.append(MLLMSample(model.prompt_ids, target, [MediaFeatures("audio", audio)]))
+        target = list(batch["target"][i]) + ([model.eos_id] if batch["eos"][i] else [])
+        samples.append(MLLMSample(model.prompts[batch["task"][i]], target, [MediaFeatures("audio", audio)]))
     spliced = splice_batch(llm, samples)
     hidden = llm.model(spliced.embeds, spliced.positions[0], None, None, spliced.attention_mask)  # (B, T, H)
     labels = spliced.labels[:, 1:]
@@ -198,19 +232,28 @@ def main(argv=None) -> None:
     omni_cfg = OmniConfig.from_dict(brain_fields(json.loads((parts.llm_dir / "config.json").read_text())))
     tokenizer = Tokenizer.from_dir(parts.llm_dir)
     llm = MGMOmni.from_llm(parts.llm_dir, dtype=getattr(torch, run.get("llm_dtype", "float32")))
-    prompt_ids = MLLM(llm, tokenizer).prompt_ids([("user", mllm_user_content(TRANSCRIBE_PROMPT, speech=True))])
-    store = FeatureStore(Path(data["features"]))
-    windows = store.windows()[: data.get("max_windows")]
+    runner = MLLM(llm, tokenizer)
+    prompts = {"transcribe": runner.prompt_ids([("user", mllm_user_content(TRANSCRIBE_PROMPT, speech=True))]),
+               "answer": runner.prompt_ids([("user", mllm_user_content("", speech=True))])}  # chat --audio-file
+    stores = [FeatureStore(Path(data["features"]))]
+    windows = stores[0].windows()[: data.get("max_windows")]
     items = make_items(windows, int(data.get("max_run", 4)), int(run.get("seed", 0)))
-    dataset = ItemDataset(store, items, tokenizer)
-    lengths = dataset.lengths(len(prompt_ids))
-    model = ProjectorOnLLM(new_projector(omni_cfg, int(run.get("seed", 0))), llm, prompt_ids,
+    if data.get("qa_features"):  # stage 2: spoken questions -> the LLM's own typed answers
+        stores.append(FeatureStore(Path(data["qa_features"])))
+        qa = qa_items(stores[1].windows(), 1, int(data.get("qa_repeat", 1)))
+        print(f"stage 2: {len(qa)} spoken-question items (x{data.get('qa_repeat', 1)})", flush=True)
+        items += qa
+    dataset = ItemDataset(stores, items, tokenizer)
+    lengths = dataset.lengths({k: len(v) for k, v in prompts.items()})
+    prompt_ids = prompts["transcribe"]
+    model = ProjectorOnLLM(new_projector(omni_cfg, int(run.get("seed", 0))), llm, prompts,
                            tokenizer.eos_token_id)
     init = run.get("init")
     if init:
         from mgm_omni.checkpoint import load_into, load_state_dict
 
-        load_into(model.projector, load_state_dict(init, strip_prefix="model.mm_speech_projector."))
+        state = load_state_dict(init, strip_prefix="model.mm_speech_projector.")  # shipped file or training checkpoint
+        load_into(model.projector, {k.removeprefix("projector."): v for k, v in state.items()})
     print(f"{len(windows)} windows, {len(items)} items, {sum(it.tok[1] - it.tok[0] for it in items) / 5 / 3600:.2f} "
           f"h of audio tokens; prompt {len(prompt_ids)} ids", flush=True)
     history = {}

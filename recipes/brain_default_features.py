@@ -12,7 +12,8 @@ Only rows of ``split == "train"`` are read (the corpus keeps dev speakers and de
     python recipes/brain_default_features.py --corpus /work/corpus --out outputs/brain_features \
         --windows 400 [--lang en] [--seed 0]
 
-Resumable: windows already in ``windows.jsonl`` are skipped (the plan is a pure function of the seed).
+Resumable and extensible: new windows are planned (seed + windows stored) from the training utterances not yet
+in ``windows.jsonl``, so a larger ``--windows`` later adds unseen utterances only.
 """
 
 from __future__ import annotations
@@ -65,9 +66,10 @@ def plan_windows(rows: list, n_windows: int, seed: int) -> list[dict]:
     plan = []
     while len(plan) < n_windows and any(cursors[lang] < len(by_lang[lang]) for lang in langs):
         lang = langs[len(plan) % len(langs)]
+        if cursors[lang] >= len(by_lang[lang]):  # this language is used up: the others take its turns
+            live = [x for x in langs if cursors[x] < len(by_lang[x])]
+            lang = live[len(plan) % len(live)]
         group = by_lang[lang]
-        if cursors[lang] >= len(group):
-            continue
         limit = int(WINDOW_SAMPLES * rng.uniform(0.4, 1.0))
         at, segments = rng.randrange(0, 4) * TOKEN_SAMPLES, []
         while cursors[lang] < len(group):
@@ -150,8 +152,10 @@ def main(argv=None) -> None:
     from mgm_omni.hub.default_brain import brain_parts
 
     store = FeatureStore(args.out)
-    plan = plan_windows(train_rows(args.corpus, tuple(args.lang)), args.windows, args.seed)
     done = len(store.windows())
+    stored = {seg["id"] for w in store.windows() for seg in w["segments"]}
+    rows = [r for r in train_rows(args.corpus, tuple(args.lang)) if r.id not in stored]
+    plan = [None] * done + plan_windows(rows, args.windows - done, args.seed + done)
     tower = brain_parts().tower(getattr(torch, args.dtype))
     start = time.perf_counter()
     for i, window in enumerate(plan[done:], start=done):
@@ -160,7 +164,7 @@ def main(argv=None) -> None:
         if (i + 1) % 10 == 0 or i + 1 == len(plan):
             rate = (time.perf_counter() - start) / (i + 1 - done)
             print(f"window {i + 1}/{len(plan)}: {rate:.2f} s per window, "
-                  f"{sum(len(w['segments']) for w in plan[:i + 1])} utterances", flush=True)
+                  f"{sum(len(w['segments']) for w in plan[done:i + 1])} new utterances", flush=True)
 
 
 if __name__ == "__main__":

@@ -178,6 +178,8 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=len(QUESTIONS))
     ap.add_argument("--instruction", default="",
                     help="typed text beside the audio (default none: the audio alone is the turn)")
+    ap.add_argument("--assets", type=Path, default=None,
+                    help="projector assets (projector.safetensors + brain.json) to assemble the default brain with")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -193,7 +195,13 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     wavs = render_questions(args.out)[: args.n]
     name = default_mllm()
-    mllm = MLLM.from_pretrained(mllm_location(name), dtype=torch.bfloat16, towers=("audio",), temperature=0.0)
+    if args.assets is not None:
+        from mgm_omni.hub.default_brain import default_brain_dir
+
+        name, location = f"default brain with {args.assets}", default_brain_dir(assets=args.assets)
+    else:
+        location = mllm_location(name)
+    mllm = MLLM.from_pretrained(location, dtype=torch.bfloat16, towers=("audio",), temperature=0.0)
     text_cfg = replace(mllm.config, max_new_tokens=args.max_new_tokens, mask_from=SHARED_TEXT_IDS, seed=0)
 
     def ask(text: str = "", audio=None) -> tuple[str, float]:
@@ -216,7 +224,7 @@ def main() -> None:
                "audio_s": round(wave.shape[-1] / 16000, 2), "spoken_s": round(s_sec, 2), "typed_s": round(t_sec, 2),
                "transcript": heard, "transcript_wer": round(score_transcript(heard, question, None, "en").wer, 3),
                "cascade": cascade, "cascade_agree": agreement(typed, cascade, question, keys)[0]}
-        if i < args.cli:
+        if i < args.cli and args.assets is None:  # the CLI runs the shipped brain
             row["cli"] = cli_reply(wav, args.threads, args.max_new_tokens, args.instruction)
             row["cli_equals_in_process"] = row["cli"] == spoken
         rows.append(row)

@@ -27,10 +27,12 @@ from recipes.brain_default import (  # noqa: E402
     ce_loss,
     collate,
     make_items,
+    qa_items,
 )
 from recipes.brain_default_features import FeatureStore  # noqa: E402
 
 PROMPT = [151644, 872, 198, -500, 198, 151645, 198, 151644, 77091, 198]
+CHAT_PROMPT = [151644, 872, 198, -500, 151645, 198, 151644, 77091, 198]
 
 
 class CharTokenizer:
@@ -122,3 +124,59 @@ def test_two_steps_train_only_the_projector(store, tiny, phase, tmp_path):
     assert set(result.model.state_dict()) == {f"projector.{k}" for k in proj_before}  # no LLM in checkpoints
     assert all(torch.equal(v, llm_before[k]) for k, v in tiny.llm.state_dict().items())
     assert any(not torch.equal(v, proj_before[k]) for k, v in tiny.projector.state_dict().items())
+
+
+def test_stage2_items_train_the_typed_answer_under_the_chat_prompt(store, tiny, tmp_path):
+    """A spoken-question item: its target is the LLM's answer (end id only when the answer finished), spliced
+    after the chat prompt; the same batch through splice_batch by hand gives the same loss."""
+    qa = FeatureStore(tmp_path / "qa")
+    g = torch.Generator().manual_seed(1)
+    segs = [{"text": "what is one plus one", "answer": "Two.", "finished": True, "tok": [0, 4]},
+            {"text": "name a colour", "answer": "Red, green and", "finished": False, "tok": [5, 8]}]
+    qa.append({"window": 0, "lang": "en", "segments": segs}, torch.randn(750, 512, generator=g),
+              torch.randn(1500, 384, generator=g))
+    items = make_items(store.windows(), max_run=1, seed=0)[:1] + qa_items(qa.windows(), store=1, repeat=2)
+    assert [it.task for it in items] == ["transcribe"] + ["answer"] * 4 and not items[2].eos
+    model = ProjectorOnLLM(tiny.projector, tiny.llm, {"transcribe": PROMPT, "answer": CHAT_PROMPT}, 151645)
+    tok = CharTokenizer()
+    data = ItemDataset([store, qa], items, tok)
+    assert data.lengths({"transcribe": len(PROMPT), "answer": len(CHAT_PROMPT)})[1:3] == \
+        [len(CHAT_PROMPT) + 4 + len("Two.") + 1, len(CHAT_PROMPT) + 3 + len("Red, green and") + 1]
+    batch = collate([data[i] for i in range(3)])
+    with torch.no_grad():
+        loss, count = ce_loss(model, batch)
+        speech = model.audio_tokens(batch)
+        samples = [MLLMSample(p, t, [MediaFeatures("audio", speech[i, : batch["n_tok"][i]])]) for i, (p, t) in
+                   enumerate([(PROMPT, tok.encode(items[0].text) + [151645]),
+                              (CHAT_PROMPT, tok.encode("Two.") + [151645]),
+                              (CHAT_PROMPT, tok.encode("Red, green and"))])]
+        spliced = splice_batch(model.llm, samples)
+        logits = model.llm(spliced.embeds, spliced.positions, pad_mask=spliced.attention_mask)
+        ref = F.cross_entropy(logits[:, :-1].flatten(0, 1), spliced.labels[:, 1:].flatten(),
+                              ignore_index=IGNORE_INDEX, reduction="sum")
+    assert count == len(items[0].text) + 1 + len("Two.") + 1 + len("Red, green and")
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
+
+
+def test_stage2_questions_keep_clear_of_the_evaluation_questions():
+    from recipes.brain_questions_eval import QUESTIONS
+    from recipes.brain_stage2_data import disjoint_from_eval, training_questions
+
+    kept, dropped = disjoint_from_eval(training_questions() + [QUESTIONS[0][0], "What is the capital of France now?"])
+    assert QUESTIONS[0][0] in dropped and "What is the capital of France now?" in dropped
+    assert len(kept) > 300 and not {q for q, _ in QUESTIONS} & set(kept)
+    assert "What is the capital of Chile?" in kept  # the same template with another entity stays
+
+
+def test_window_plan_goes_on_when_one_language_is_used_up():
+    """Once the Mandarin utterances are packed, English takes every turn (this used to spin forever)."""
+    from types import SimpleNamespace
+
+    from recipes.brain_default_features import plan_windows
+
+    rows = [SimpleNamespace(id=f"{lang}{i}", lang=lang, duration=9.0, audio="", text="x", speaker="s")
+            for lang, n in (("en", 40), ("zh", 2)) for i in range(n)]
+    plan = plan_windows(rows, 1000, seed=0)
+    ids = [seg["id"] for w in plan for seg in w["segments"]]
+    assert sorted(ids) == sorted(r.id for r in rows)  # every row once, then the plan ends
+    assert {w["lang"] for w in plan[-3:]} == {"en"}
