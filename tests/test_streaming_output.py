@@ -135,9 +135,11 @@ def test_ctrl_c_closes_any_format_with_the_audio_made_so_far(pipe, tmp_path, cap
 def _run_until_audio(out, tiny_cache, seconds: float = 1.0, timeout: float = 180.0) -> subprocess.Popen:
     """`mgm-omni tts` on LONG_TEXT in a subprocess, returned once ``out`` holds ``seconds`` of audio."""
     env = dict(os.environ, MGM_OMNI_CACHE=str(tiny_cache), MGM_OMNI_PROGRESS="0", OMP_WAIT_POLICY="PASSIVE")
+    # SIGINT back to its default in the child: a shell running this suite in the background (`pytest &`) starts
+    # it ignored, and Python then installs no KeyboardInterrupt handler, so the run would go on to the end.
     proc = subprocess.Popen([sys.executable, "-m", "mgm_omni.cli", "tts", "--threads", "1", LONG_TEXT,
                              "--out", str(out), *ARGS], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + timeout
     while not (out.is_file() and out.stat().st_size >= 44 + 2 * int(seconds * 24000)):
         if proc.poll() is not None or time.monotonic() > deadline:
