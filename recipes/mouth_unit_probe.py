@@ -14,6 +14,11 @@ high PER puts it in the tokenizer. Runs on the units of ``recipes/speech_tokeniz
 
     .venv/bin/python recipes/mouth_unit_probe.py [--units /work/corpus/units] [--lang en] [--minutes 20]
         [--out outputs/unit_probe/report.json]
+
+Measured 2026-12-06 on the shipped mouth's units (512 k-means of Whisper-base layer 4, 25 Hz), English, 12 min
+at 1 thread of a 2-core AMD EPYC (899 steps, loss still falling): PER train 0.17, dev 0.30, dev speakers 0.28.
+The units carry most phonemes and no more speaker than sentence dependence (dev speakers ~ dev), while the
+resynthesis gate loses the words (Whisper WER 0.81 vs 0.23 source; mu alone 0.81): the flow is the weak half.
 """
 
 from __future__ import annotations
