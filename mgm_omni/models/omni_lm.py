@@ -223,7 +223,16 @@ class MGMOmni(nn.Module):
         cfg = load_config(root)
         if not isinstance(cfg, OmniConfig):
             raise CheckpointError(f"{root}: model_type {cfg.model_type!r} is not an MLLM ('MGMOmni')")
-        model = cls(cfg)
+        # Built in ``dtype`` (no float32 copy first: a 0.5B brain peaked at 4.6 GB). The same values: the strict
+        # load writes every parameter, rounded to ``dtype`` as a cast afterwards would, and the RoPE frequencies
+        # are float32 whatever the default dtype.
+        default = torch.get_default_dtype()
+        torch.set_default_dtype(dtype if dtype.is_floating_point else default)
+        try:
+            model = cls(cfg)
+        finally:
+            torch.set_default_dtype(default)
+        model = model.to(dtype=dtype)
         tied = [("lm_head.weight", "model.embed_tokens.weight")] if cfg.tie_word_embeddings else []
         load_into(model, load_state_dict(root), tied=tied, ignore_unexpected=IGNORED_CHECKPOINT_PREFIXES)
         unknown = set(towers) - {"audio", "vision"}
