@@ -157,6 +157,21 @@ def render_questions(out: Path) -> list[Path]:
     return paths
 
 
+def chat_settings(mllm, max_new_tokens: int):
+    """The text settings of `mgm-omni chat` (greedy, shared-id mask, seed 0) with a reply budget."""
+    from mgm_omni.generation.mllm.runner import SHARED_TEXT_IDS
+
+    return replace(mllm.config, max_new_tokens=max_new_tokens, mask_from=SHARED_TEXT_IDS, seed=0)
+
+
+def one_turn_reply(mllm, settings, text: str = "", audio=None) -> str:
+    """The reply to one fresh user turn (text, audio or both), as one `mgm-omni chat --no-speech` call gives."""
+    from mgm_omni.generation.omni import OmniChat, OmniSettings, TextEvent
+
+    chat = OmniChat(mllm, settings=OmniSettings(text=settings))
+    return "".join(e.text for e in chat.ask(text, audio=audio, speak=False) if isinstance(e, TextEvent)).strip()
+
+
 def cli_reply(wav: Path, threads: int, max_new_tokens: int, instruction: str = "") -> str:
     """The reply of ``mgm-omni chat --audio-file wav --no-speech`` (greedy; ``-m instruction`` if given)."""
     cmd = [str(ROOT / ".venv" / "bin" / "mgm-omni"), "chat", "--audio-file", str(wav), "--no-speech",
@@ -187,9 +202,8 @@ def main() -> None:
 
     from mgm_omni.audio import load_audio
     from mgm_omni.eval.metrics import score_transcript
-    from mgm_omni.generation.mllm.runner import MLLM, SHARED_TEXT_IDS
+    from mgm_omni.generation.mllm.runner import MLLM
     from mgm_omni.generation.mllm.transcriber import Transcriber
-    from mgm_omni.generation.omni import OmniChat, OmniSettings, TextEvent
     from mgm_omni.hub.tiny_brain import default_mllm, mllm_location
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -202,13 +216,11 @@ def main() -> None:
     else:
         location = mllm_location(name)
     mllm = MLLM.from_pretrained(location, dtype=torch.bfloat16, towers=("audio",), temperature=0.0)
-    text_cfg = replace(mllm.config, max_new_tokens=args.max_new_tokens, mask_from=SHARED_TEXT_IDS, seed=0)
+    text_cfg = chat_settings(mllm, args.max_new_tokens)
 
     def ask(text: str = "", audio=None) -> tuple[str, float]:
-        chat = OmniChat(mllm, settings=OmniSettings(text=text_cfg))  # one fresh turn, as one CLI call
         t0 = time.perf_counter()
-        pieces = [e.text for e in chat.ask(text, audio=audio, speak=False) if isinstance(e, TextEvent)]
-        return "".join(pieces).strip(), time.perf_counter() - t0
+        return one_turn_reply(mllm, text_cfg, text, audio), time.perf_counter() - t0
 
     rows = []
     print(f"CPU: {describe_cpu()}; {args.threads} thread(s); brain {name}")

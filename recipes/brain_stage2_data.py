@@ -29,7 +29,6 @@ import json
 import random
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +39,8 @@ sys.path.insert(0, str(ROOT))
 
 from recipes.brain_default_features import (  # noqa: E402
     SR, TOKEN_SAMPLES, WINDOW_SAMPLES, FeatureStore, encode_window)
-from recipes.brain_questions_eval import QUESTIONS as EVAL_QUESTIONS, STOP, normalise  # noqa: E402
+from recipes.brain_questions_eval import (  # noqa: E402
+    QUESTIONS as EVAL_QUESTIONS, STOP, chat_settings, normalise, one_turn_reply)
 
 CAPITALS = ["Canada", "Australia", "Egypt", "Russia", "China", "India", "Mexico", "Argentina", "Greece", "Portugal",
             "Sweden", "Norway", "Poland", "Ireland", "Kenya", "Peru", "Turkey", "Thailand", "Vietnam", "Cuba",
@@ -159,8 +159,7 @@ def disjoint_from_eval(questions: list[str]) -> tuple[list[str], list[str]]:
 
 def typed_answers(questions: list[str], cache: Path, max_new_tokens: int) -> dict[str, dict]:
     """The default brain's greedy reply to each question typed, as ``mgm-omni chat -m`` gives it; cached."""
-    from mgm_omni.generation.mllm.runner import MLLM, SHARED_TEXT_IDS
-    from mgm_omni.generation.omni import OmniChat, OmniSettings, TextEvent
+    from mgm_omni.generation.mllm.runner import MLLM
     from mgm_omni.hub.tiny_brain import default_mllm, mllm_location
 
     done = {}
@@ -171,12 +170,11 @@ def typed_answers(questions: list[str], cache: Path, max_new_tokens: int) -> dic
         return done
     mllm = MLLM.from_pretrained(mllm_location(default_mllm()), dtype=torch.bfloat16, towers=("audio",),
                                 temperature=0.0)
-    text_cfg = replace(mllm.config, max_new_tokens=max_new_tokens, mask_from=SHARED_TEXT_IDS, seed=0)
+    text_cfg = chat_settings(mllm, max_new_tokens)
     start = time.perf_counter()
     with open(cache, "a") as f:
         for i, q in enumerate(todo):
-            chat = OmniChat(mllm, settings=OmniSettings(text=text_cfg))
-            reply = "".join(e.text for e in chat.ask(q, speak=False) if isinstance(e, TextEvent)).strip()
+            reply = one_turn_reply(mllm, text_cfg, q)
             ids = mllm.tokenizer.encode(reply)
             row = {"question": q, "answer": reply, "finished": len(ids) < max_new_tokens}
             done[q] = row
