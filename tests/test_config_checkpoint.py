@@ -9,7 +9,14 @@ import pytest
 import torch
 from golden import SPEECHLM_CONFIG, golden_params, speechlm_checkpoint
 
-from mgm_omni.checkpoint import CheckpointError, load_into, load_state_dict, resolve_pretrained, save_state_dict
+from mgm_omni.checkpoint import (
+    CheckpointError,
+    load_into,
+    load_state_dict,
+    resolve_pretrained,
+    save_state_dict,
+    stream_into,
+)
 from mgm_omni.config import (
     ConfigError,
     DecoderConfig,
@@ -145,6 +152,42 @@ def test_safetensors_round_trip_single_and_sharded(tmp_path, shard_bytes):
     assert fresh.lm_head.weight is fresh.model.embed_tokens.weight
     ids = torch.arange(10)[None]
     assert torch.equal(fresh(ids), model(ids))
+
+
+@pytest.mark.parametrize("shard_bytes", [None, 3000])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_streamed_load_equals_the_whole_state_load(tmp_path, shard_bytes, dtype):
+    model = _tiny_lm(tie=True)
+    save_state_dict({k: v.to(torch.bfloat16) for k, v in model.state_dict().items()}, tmp_path,
+                    max_shard_bytes=shard_bytes)
+    tied = [("lm_head.weight", "model.embed_tokens.weight")]
+    whole, streamed = _tiny_lm(tie=True).to(dtype), _tiny_lm(tie=True).to(dtype)
+    for net in (whole, streamed):
+        for p in net.parameters():
+            torch.nn.init.zeros_(p)
+    load_into(whole, load_state_dict(tmp_path), tied=tied)
+    stream_into(streamed, tmp_path, tied=tied)  # bf16 file: read in place (bf16) or through a temporary (fp32)
+    assert streamed.lm_head.weight is streamed.model.embed_tokens.weight
+    for (name, a), b in zip(whole.state_dict().items(), streamed.state_dict().values()):
+        assert a.dtype == b.dtype == dtype and torch.equal(a, b), name
+    assert torch.equal(streamed.model.norm.weight, model.model.norm.weight.to(torch.bfloat16).to(dtype))
+
+
+def test_streamed_load_refuses_what_does_not_fit_or_is_truncated(tmp_path):
+    model = _tiny_lm(tie=False)
+    state = model.state_dict()
+    state.pop("model.norm.weight")
+    state["extra.thing"] = torch.zeros(1)
+    save_state_dict(state, tmp_path / "bad")
+    with pytest.raises(CheckpointError, match=r"1 missing .*1 unexpected"):
+        stream_into(_tiny_lm(tie=False), tmp_path / "bad")
+    out = save_state_dict(model.state_dict(), tmp_path / "cut")
+    out.write_bytes(out.read_bytes()[:-100])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        stream_into(_tiny_lm(tie=False), out)
+    (tmp_path / "junk.safetensors").write_bytes(b"\xff" * 16)
+    with pytest.raises(CheckpointError, match="not a safetensors file"):
+        stream_into(_tiny_lm(tie=False), tmp_path / "junk.safetensors")
 
 
 def test_pt_state_dict_weights_only_and_prefix(tmp_path):

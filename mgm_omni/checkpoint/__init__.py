@@ -157,13 +157,26 @@ def load_into(
         if target not in state and source in state:
             state[target] = state[source]
     expected = module.state_dict()
+    check_fit(module, expected, {k: tuple(v.shape) for k, v in state.items()}, ignore_unexpected)
+    with torch.no_grad():
+        for name, param in expected.items():
+            param.copy_(state[name].to(param.dtype))
+    # copy_ on state_dict() tensors writes through to the parameters; re-tie after loading
+    for target, source in tied:
+        retie(module, target, source)
+
+
+def check_fit(module: torch.nn.Module, expected: Mapping[str, torch.Tensor], shapes: Mapping[str, tuple],
+              ignore_unexpected: Iterable[str] = ()) -> None:
+    """Raise a :class:`CheckpointError` naming what is missing, unexpected or mis-shaped when a checkpoint with
+    tensors of ``shapes`` does not fit ``expected`` (the module's state dict) strictly."""
     ignore = tuple(ignore_unexpected)
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected and not (ignore and k.startswith(ignore))]
+    missing = [k for k in expected if k not in shapes]
+    unexpected = [k for k in shapes if k not in expected and not (ignore and k.startswith(ignore))]
     wrong = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        f"{k}: checkpoint {tuple(shapes[k])} vs model {tuple(v.shape)}"
         for k, v in expected.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
+        if k in shapes and tuple(shapes[k]) != tuple(v.shape)
     ]
     problems = []
     if missing:
@@ -174,15 +187,9 @@ def load_into(
         problems.append(f"{len(wrong)} with wrong shape (e.g. {wrong[:2]})")
     if problems:
         raise CheckpointError(f"{type(module).__name__}: checkpoint does not fit: " + "; ".join(problems))
-    with torch.no_grad():
-        for name, param in expected.items():
-            param.copy_(state[name].to(param.dtype))
-    # copy_ on state_dict() tensors writes through to the parameters; re-tie after loading
-    for target, source in tied:
-        _retie(module, target, source)
 
 
-def _retie(module: torch.nn.Module, target: str, source: str) -> None:
+def retie(module: torch.nn.Module, target: str, source: str) -> None:
     try:
         tgt_mod, tgt_attr = _resolve(module, target)
         src_mod, src_attr = _resolve(module, source)
@@ -252,3 +259,6 @@ def resolve_pretrained(
 
 def _offline() -> bool:
     return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+from mgm_omni.checkpoint.streaming import stream_into  # noqa: E402, F401  (re-exported; uses the helpers above)

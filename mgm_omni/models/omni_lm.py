@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mgm_omni.checkpoint import CheckpointError, load_into, load_state_dict, resolve_pretrained
+from mgm_omni.checkpoint import CheckpointError, load_into, load_state_dict, resolve_pretrained, stream_into
 from mgm_omni.config import OmniConfig, load_config
 from mgm_omni.models.omni_towers import load_audio_tower, load_vision_tower
 from mgm_omni.models.projector import DualMLPSpeechProjector, SpeechProjectorConfig
@@ -234,7 +234,7 @@ class MGMOmni(nn.Module):
             torch.set_default_dtype(default)
         model = model.to(dtype=dtype)
         tied = [("lm_head.weight", "model.embed_tokens.weight")] if cfg.tie_word_embeddings else []
-        load_into(model, load_state_dict(root), tied=tied, ignore_unexpected=IGNORED_CHECKPOINT_PREFIXES)
+        stream_into(model, root, tied=tied, ignore_unexpected=IGNORED_CHECKPOINT_PREFIXES)  # one tensor at a time
         unknown = set(towers) - {"audio", "vision"}
         if unknown:
             raise ValueError(f"unknown tower(s) {sorted(unknown)}; expected 'audio' and/or 'vision'")

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mgm_omni.checkpoint import load_into, load_state_dict, resolve_pretrained
+from mgm_omni.checkpoint import resolve_pretrained, stream_into
 from mgm_omni.config import SpeechLMConfig, load_config
 from mgm_omni.models.qwen import Decoder
 
@@ -131,7 +131,7 @@ class SpeechLM(nn.Module):
         if not isinstance(cfg, SpeechLMConfig):
             raise ValueError(f"{root}: model_type {cfg.model_type!r} is not a SpeechLM ('MGMTTS')")
         model = cls(cfg)
-        load_into(model, load_state_dict(root), tied=[("lm_head.weight", "model.embed_tokens.weight")])
+        stream_into(model, root, tied=[("lm_head.weight", "model.embed_tokens.weight")])
         return model.to(device=device, dtype=dtype).eval()
 
 
