@@ -5,7 +5,8 @@
 
 1. Read the config: ``train``, ``model`` (a :class:`~mgm_omni.models.flow_config.FlowConfig`: ``vocab_size`` =
    the unit count, ``spk_embed_dim`` = the speaker encoder's width, ``output_size`` = the vocoder's mel bins;
-   optional ``init_from``: an exported flow folder whose weights the run starts from),
+   optional ``init_from``: an exported flow folder whose weights the run starts from, and ``init_parts``: only
+   the key prefixes taken from it, e.g. the estimator under a new, wider encoder),
    ``objective`` (window, prompt masking, CFG dropout, chunk-causal attention) and ``data``.
 2. Data: shards of (units, mel, x-vector) per clip; written first when missing, from the corpus manifests,
    their unit shards and the audio (mel of ``data.mel``: HiFi-GAN V1 22.05 kHz; x-vector: resemblyzer).
@@ -84,7 +85,8 @@ def main(argv: list[str] | None = None) -> FitResult:
     raw = load_recipe_config(args.config, args.overrides, SECTIONS)
     train = from_dict(TrainConfig, raw["train"])
     init_from = raw["model"].get("init_from")  # an exported flow folder to start from (a second, polishing run)
-    flow_cfg = FlowConfig.from_dict({k: v for k, v in raw["model"].items() if k != "init_from"})
+    init_parts = raw["model"].get("init_parts")  # only these key prefixes from it (e.g. a new, wider encoder)
+    flow_cfg = FlowConfig.from_dict({k: v for k, v in raw["model"].items() if k not in ("init_from", "init_parts")})
     objective_cfg = from_dict(FlowTrainConfig, raw["objective"])
     data = from_dict(DataSection, raw["data"])
     info = init_distributed()
@@ -96,7 +98,11 @@ def main(argv: list[str] | None = None) -> FitResult:
         seed_everything(train.seed)
         flow = CausalFlow(flow_cfg).train()
         if init_from:  # weights only (a fresh optimiser and schedule); --resume then continues this run
-            load_into(flow, load_state_dict(Path(init_from) / "flow.safetensors"))
+            state = load_state_dict(Path(init_from) / "flow.safetensors")
+            if init_parts:  # the named parts from the export, the rest as freshly initialised
+                fresh = flow.state_dict()
+                state = {k: (state[k] if k.startswith(tuple(init_parts)) else v) for k, v in fresh.items()}
+            load_into(flow, state)
         seed_everything(train.seed, info.rank)
         seconds_per_frame = mel.hop_length / mel.sample_rate
         result = fit(
