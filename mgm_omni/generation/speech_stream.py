@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from mgm_omni.generation.speech.chunk_state import RowEvent
+from mgm_omni.heap import HeapTrim
 from mgm_omni.generation.speech.token_stream import VocoderTokenStream
 from mgm_omni.generation.wave.token2wav import ReferencePrompt, StreamSchedule, Token2Wav
 
@@ -68,6 +69,7 @@ class SpeechStream:
         self.stats = stats if stats is not None else StreamStats()
         self.state = token2wav.start(voice, schedule, seed=seed) if token2wav is not None else None
         self.finished = False
+        self.heap = HeapTrim()  # long streams: freed pages go back to the system (mgm_omni/heap.py)
 
     # ------------------------------------------------------------------------------ decoder side
 
@@ -120,5 +122,8 @@ class SpeechStream:
         chunks = [c for c in chunks if c.size]
         if chunks and self.stats.first_audio_s is None:
             self.stats.first_audio_s = now - self.stats.started
-        self.stats.samples += sum(c.shape[0] for c in chunks)
+        made = sum(c.shape[0] for c in chunks)
+        self.stats.samples += made
+        if made:
+            self.heap.made(made / getattr(self.token2wav, "sample_rate", 24000))  # pacing only
         return chunks

@@ -47,6 +47,7 @@ class Token2Wav:
         self.ratio = flow.config.token_mel_ratio
         self.vocab = flow.config.vocab_size
         self.hop_samples = vocoder.cfg.hop_length if hasattr(vocoder, "cfg") else 480
+        self.sample_rate = vocoder.cfg.sampling_rate if hasattr(vocoder, "cfg") else 24000
         self.mel_cache_frames = mel_cache_frames
         self.crossfade = crossfade if crossfade is not None else mel_cache_frames * self.hop_samples
         window = np.hamming(2 * self.crossfade)  # float64, as the release computes it
