@@ -218,3 +218,34 @@ def test_missing_or_altered_lora_is_refused(tmp_path):
     save_file({"model.layers.0.mlp.down_proj.lora_A": torch.zeros(2, 4)}, str(tmp_path / LORA_FILE))
     with pytest.raises(BrainAssetError, match="damaged"):
         shipped_lora(tmp_path, card)
+
+
+def test_default_brain_dir_merges_shipped_lora_and_reassembles_when_it_changes(tiny_brain, tmp_path, monkeypatch):
+    import hashlib
+
+    from mgm_omni.hub import default_brain
+    from mgm_omni.hub.default_brain import BrainParts, default_brain_dir
+
+    root, proj_state = tiny_brain
+    encoders = {MAIN_DIR: root / MAIN_DIR, AUX_DIR: root / AUX_DIR}
+    monkeypatch.setattr(default_brain, "brain_parts", lambda *a, **k: BrainParts((root / "llm").resolve(), encoders))
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    save_file(proj_state, str(assets / PROJECTOR_FILE))
+    torch.manual_seed(2)
+    name = "model.layers.0.self_attn.q_proj"
+    save_file({f"{name}.lora_A": torch.randn(2, 64), f"{name}.lora_B": torch.randn(64, 2)}, str(assets / LORA_FILE))
+
+    def sha(path):
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    card = {"sha256": sha(assets / PROJECTOR_FILE), "lora": {"sha256": sha(assets / LORA_FILE), "rank": 2, "alpha": 4}}
+    (assets / "brain.json").write_text(json.dumps(card))
+    built = default_brain_dir(cache=tmp_path / "cache", progress=False, assets=assets)
+    index = json.loads((built / "model.safetensors.index.json").read_text())["weight_map"]
+    assert index[f"{name}.weight"] == MERGED_FILE and (built / MERGED_FILE).is_file()
+    del card["lora"]  # the same projector without adapters: the assembled brain must not keep the merged shard
+    (assets / "brain.json").write_text(json.dumps(card))
+    built = default_brain_dir(cache=tmp_path / "cache", progress=False, assets=assets)
+    index = json.loads((built / "model.safetensors.index.json").read_text())["weight_map"]
+    assert index[f"{name}.weight"] == "llm/model.safetensors" and not (built / MERGED_FILE).exists()

@@ -270,15 +270,18 @@ def default_brain_dir(cache: Path | None = None, progress: bool = True, assets: 
         AssetMissingError / CheckpointError: a part is not installed, or a checksum is wrong.
     """
     projector, card = shipped_projector(assets)
+    lora = shipped_lora(assets, card)
+    stamp = card["sha256"] + (f" {card['lora']['sha256']}" if lora else "")
     cache = cache or cache_root()
     root = cache / f"{DEFAULT_BRAIN_NAME}-v{BRAIN_VERSION}"
     marker = root / ".complete"
-    if marker.is_file() and marker.read_text().strip() == card["sha256"] and _config_current(root):
+    if marker.is_file() and marker.read_text().strip() == stamp and _config_current(root):
         return root
     parts = brain_parts(cache, progress, llm_dtype)
     marker.unlink(missing_ok=True)
-    write_brain_dir(root, parts.llm_dir, projector, parts.encoders)
-    marker.write_text(card["sha256"] + "\n")
+    scale = float(card["lora"]["alpha"]) / int(card["lora"]["rank"]) if lora else 0.0
+    write_brain_dir(root, parts.llm_dir, projector, parts.encoders, (lora, scale) if lora else None)
+    marker.write_text(stamp + "\n")
     return root
 
 
