@@ -9,7 +9,14 @@ import importlib.resources
 import pytest
 import torch
 
-from mgm_omni.hub.default_brain import ASSETS, default_brain_available, default_brain_dir, shipped_projector
+from mgm_omni.hub.default_brain import (
+    ASSETS,
+    MERGED_FILE,
+    default_brain_available,
+    default_brain_dir,
+    shipped_lora,
+    shipped_projector,
+)
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not default_brain_available(), reason="brain extra or shipped projector missing")]
@@ -30,7 +37,15 @@ def test_assembled_directory_holds_the_shipped_projector(transcriber):
 
     weights, card = shipped_projector()
     root = default_brain_dir(progress=False)
-    assert (root / ".complete").read_text().strip() == card["sha256"]
+    adapters = shipped_lora(ASSETS, card)
+    stamp = card["sha256"] + (f" {card['lora']['sha256']}" if adapters else "")
+    assert (root / ".complete").read_text().strip() == stamp
+    if adapters:  # every adapted LLM weight is read from the merged shard
+        import json
+
+        index = json.loads((root / "model.safetensors.index.json").read_text())["weight_map"]
+        adapted = {k.rsplit(".", 1)[0] + ".weight" for k in load_state_dict(adapters)}
+        assert adapted and all(index[k] == MERGED_FILE for k in adapted)
     shipped = load_state_dict(weights)
     model = transcriber.mllm.model.state_dict()
     assert all(torch.equal(model[k].to(v.dtype), v) for k, v in shipped.items())
