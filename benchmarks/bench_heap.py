@@ -1,4 +1,4 @@
-"""Heap trimming (``mgm_omni/heap.py``) on a real long run: the same ``mgm-omni`` command in child processes
+"""Heap trimming (``mgm_omni/generation/heap.py``) on a real long run: the same ``mgm-omni`` command in child processes
 without it (``MGM_OMNI_HEAP_TRIM_SECONDS=0``) and as shipped, alternated; prints each run's CPU seconds and peak
 RSS, and the ratios shipped / off (CPU time, not wall: fair on a shared machine).
 

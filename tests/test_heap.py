@@ -1,4 +1,4 @@
-"""Heap trimming of long streams (mgm_omni/heap.py): paced by the audio made, overridable, clear when malformed,
+"""Heap trimming of long streams (generation/heap.py): paced by the audio made, overridable, clear when malformed,
 and on glibc it really hands freed pages back."""
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ import sys
 
 import pytest
 
-from mgm_omni.heap import ENV, HeapTrim, trim_interval
+from mgm_omni.generation.heap import ENV, HeapTrim, trim_interval
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 
 def test_trims_once_per_interval_of_audio(monkeypatch):
     calls = []
-    monkeypatch.setattr("mgm_omni.heap.trim_heap", lambda: calls.append(1) or True)
+    monkeypatch.setattr("mgm_omni.generation.heap.trim_heap", lambda: calls.append(1) or True)
     heap = HeapTrim(every_s=10.0)
     for _ in range(25):
         heap.made(1.0)
@@ -46,7 +46,7 @@ def test_trim_hands_freed_pages_back():
     their pages; after :func:`trim_heap` RSS falls back."""
     script = """
 import ctypes
-from mgm_omni.heap import trim_heap
+from mgm_omni.generation.heap import trim_heap
 libc = ctypes.CDLL("libc.so.6"); libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
 def rss():

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from mgm_omni.generation.speech.chunk_state import RowEvent
-from mgm_omni.heap import HeapTrim
+from mgm_omni.generation.heap import HeapTrim
 from mgm_omni.generation.speech.token_stream import VocoderTokenStream
 from mgm_omni.generation.wave.token2wav import ReferencePrompt, StreamSchedule, Token2Wav
 
@@ -69,7 +69,7 @@ class SpeechStream:
         self.stats = stats if stats is not None else StreamStats()
         self.state = token2wav.start(voice, schedule, seed=seed) if token2wav is not None else None
         self.finished = False
-        self.heap = HeapTrim()  # long streams: freed pages go back to the system (mgm_omni/heap.py)
+        self.heap = HeapTrim()  # long streams: freed pages go back to the system (mgm_omni/generation/heap.py)
 
     # ------------------------------------------------------------------------------ decoder side
 
