@@ -1,5 +1,5 @@
-"""Heap trimming of long streams (generation/heap.py): paced by the audio made, overridable, clear when malformed,
-and on glibc it really hands freed pages back."""
+"""Memory of long runs: heap trimming (generation/heap.py) paced by the audio made, overridable, clear when malformed,
+on glibc really handing freed pages back; and the CLI's bound on oneDNN's primitive cache."""
 
 from __future__ import annotations
 
@@ -67,3 +67,14 @@ print(kept, before - rss())
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env)
     freed_by_free, freed_by_trim = map(int, out.stdout.split())
     assert freed_by_free < 100 and freed_by_trim > 300, (freed_by_free, freed_by_trim)
+
+
+def test_cli_bounds_onednn_primitive_cache_unless_the_user_chose(monkeypatch):
+    from mgm_omni.cli import main
+
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    main(["voices", "list"])
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "64"
+    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "512")
+    main(["voices", "list"])
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "512"
