@@ -44,7 +44,7 @@ def test_assembled_directory_holds_the_shipped_projector(transcriber):
         import json
 
         index = json.loads((root / "model.safetensors.index.json").read_text())["weight_map"]
-        adapted = {k.rsplit(".", 1)[0] + ".weight" for k in load_state_dict(adapters)}
+        adapted = {k.rsplit(".", 1)[0] + ".weight" for k in load_state_dict(adapters[0])}
         assert adapted and all(index[k] == MERGED_FILE for k in adapted)
     shipped = load_state_dict(weights)
     model = transcriber.mllm.model.state_dict()

@@ -26,6 +26,35 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable or does not fit the model."""
 
 
+def checkpoint_file(path: str | os.PathLike) -> Path:
+    """The checkpoint file ``path`` names: itself, or a directory's ``model.safetensors.index.json`` /
+    ``model.safetensors``.
+
+    Raises:
+        CheckpointError: no such file, or a directory without either.
+    """
+    path = Path(path)
+    if path.is_dir():
+        for name in (SAFETENSORS_INDEX, SAFETENSORS_SINGLE):
+            if (path / name).is_file():
+                return path / name
+        raise CheckpointError(f"{path}: no {SAFETENSORS_INDEX} or {SAFETENSORS_SINGLE} in this directory")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    return path
+
+
+def index_shards(index_path: Path) -> dict[str, str]:
+    """The weight map (tensor -> shard file name) of a sharded safetensors index, every shard checked present."""
+    weight_map: Mapping[str, str] = json.loads(index_path.read_text()).get("weight_map", {})
+    if not weight_map:
+        raise CheckpointError(f"{index_path}: index has no weight_map")
+    for shard in sorted(set(weight_map.values())):
+        if not (index_path.parent / shard).is_file():
+            raise CheckpointError(f"{index_path}: shard {shard} is missing")
+    return dict(weight_map)
+
+
 def load_state_dict(path: str | os.PathLike, strip_prefix: str | None = None) -> dict[str, torch.Tensor]:
     """Read a state dict from a file or a checkpoint directory.
 
@@ -38,14 +67,7 @@ def load_state_dict(path: str | os.PathLike, strip_prefix: str | None = None) ->
         path: file or directory.
         strip_prefix: if given, this prefix is removed from every key that starts with it.
     """
-    path = Path(path)
-    if path.is_dir():
-        for name in (SAFETENSORS_INDEX, SAFETENSORS_SINGLE):
-            if (path / name).is_file():
-                return load_state_dict(path / name, strip_prefix)
-        raise CheckpointError(f"{path}: no {SAFETENSORS_INDEX} or {SAFETENSORS_SINGLE} in this directory")
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint file not found")
+    path = checkpoint_file(path)
     try:
         if path.name.endswith(".index.json"):
             state = _load_sharded(path)
@@ -63,16 +85,10 @@ def load_state_dict(path: str | os.PathLike, strip_prefix: str | None = None) ->
 
 
 def _load_sharded(index_path: Path) -> dict[str, torch.Tensor]:
-    index = json.loads(index_path.read_text())
-    weight_map: Mapping[str, str] = index.get("weight_map", {})
-    if not weight_map:
-        raise CheckpointError(f"{index_path}: index has no weight_map")
+    weight_map = index_shards(index_path)
     state: dict[str, torch.Tensor] = {}
     for shard in sorted(set(weight_map.values())):
-        shard_path = index_path.parent / shard
-        if not shard_path.is_file():
-            raise CheckpointError(f"{index_path}: shard {shard} is missing")
-        state.update(load_file(str(shard_path)))
+        state.update(load_file(str(index_path.parent / shard)))
     missing = set(weight_map) - set(state)
     if missing:
         raise CheckpointError(f"{index_path}: {len(missing)} indexed tensors absent from shards, e.g. {sorted(missing)[:3]}")

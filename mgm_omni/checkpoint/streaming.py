@@ -74,27 +74,16 @@ def read_header(path: Path) -> dict[str, TensorEntry]:
 def checkpoint_entries(path: str | os.PathLike) -> dict[str, TensorEntry] | None:
     """Every tensor of a safetensors checkpoint (a file, a sharded index, or a directory holding either), or
     None when ``path`` is another format (``.pt`` / ``.bin``: read those with ``load_state_dict``)."""
-    from mgm_omni.checkpoint import SAFETENSORS_INDEX, SAFETENSORS_SINGLE, CheckpointError
+    from mgm_omni.checkpoint import CheckpointError, checkpoint_file, index_shards
 
-    path = Path(path)
-    if path.is_dir():
-        for name in (SAFETENSORS_INDEX, SAFETENSORS_SINGLE):
-            if (path / name).is_file():
-                return checkpoint_entries(path / name)
-        raise CheckpointError(f"{path}: no {SAFETENSORS_INDEX} or {SAFETENSORS_SINGLE} in this directory")
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint file not found")
+    path = checkpoint_file(path)
     if path.suffix == ".safetensors":
         return read_header(path)
     if not path.name.endswith(".index.json"):
         return None
-    weight_map = json.loads(path.read_text()).get("weight_map", {})
-    if not weight_map:
-        raise CheckpointError(f"{path}: index has no weight_map")
+    weight_map = index_shards(path)
     entries = {}
     for shard in sorted(set(weight_map.values())):
-        if not (path.parent / shard).is_file():
-            raise CheckpointError(f"{path}: shard {shard} is missing")
         found = read_header(path.parent / shard)
         entries.update({k: v for k, v in found.items() if weight_map.get(k) == shard})
     missing = set(weight_map) - set(entries)

@@ -125,5 +125,5 @@ class SpeechStream:
         made = sum(c.shape[0] for c in chunks)
         self.stats.samples += made
         if made:
-            self.heap.made(made / getattr(self.token2wav, "sample_rate", 24000))  # pacing only
+            self.heap.made(made / self.token2wav.sample_rate)
         return chunks

@@ -106,15 +106,13 @@ def shipped_projector(assets: Path = ASSETS) -> tuple[Path, dict]:
         raise BrainAssetError(f"{assets}: no trained projector ships here ({PROJECTOR_FILE} + brain.json); "
                               "train one with recipes/brain_default.py")
     card = read_json(card_path)
-    digest = _sha256(weights)
-    if digest != card.get("sha256"):
-        raise BrainAssetError(f"{weights}: sha256 {digest} != {card.get('sha256')} recorded in brain.json: "
-                              "the shipped projector is damaged; reinstall mgm-omni")
+    _check_shipped(weights, card.get("sha256"), "projector")
     return weights, card
 
 
-def shipped_lora(assets: Path, card: dict) -> Path | None:
-    """The shipped LoRA adapters named by ``card`` (sha256 checked), or None when the brain has none.
+def shipped_lora(assets: Path, card: dict) -> tuple[Path, float] | None:
+    """The shipped LoRA adapters named by ``card`` (sha256 checked) and their scale alpha / rank, or None when
+    the brain has none.
 
     Raises:
         BrainAssetError: ``brain.json`` names adapters that are missing or damaged.
@@ -125,11 +123,15 @@ def shipped_lora(assets: Path, card: dict) -> Path | None:
     path = assets / LORA_FILE
     if not path.is_file():
         raise BrainAssetError(f"{path}: brain.json names LoRA adapters but the file is missing; reinstall mgm-omni")
+    _check_shipped(path, entry.get("sha256"), "adapters")
+    return path, float(entry["alpha"]) / int(entry["rank"])
+
+
+def _check_shipped(path: Path, recorded: str | None, what: str) -> None:
     digest = _sha256(path)
-    if digest != entry.get("sha256"):
-        raise BrainAssetError(f"{path}: sha256 {digest} != {entry.get('sha256')} recorded in brain.json: "
-                              "the shipped adapters are damaged; reinstall mgm-omni")
-    return path
+    if digest != recorded:
+        raise BrainAssetError(f"{path}: sha256 {digest} != {recorded} recorded in brain.json: "
+                              f"the shipped {what} is damaged; reinstall mgm-omni")
 
 
 def merge_lora_shard(llm_weights: Path, lora: Path, scale: float, out: Path) -> list[str]:
@@ -279,8 +281,7 @@ def default_brain_dir(cache: Path | None = None, progress: bool = True, assets: 
         return root
     parts = brain_parts(cache, progress, llm_dtype)
     marker.unlink(missing_ok=True)
-    scale = float(card["lora"]["alpha"]) / int(card["lora"]["rank"]) if lora else 0.0
-    write_brain_dir(root, parts.llm_dir, projector, parts.encoders, (lora, scale) if lora else None)
+    write_brain_dir(root, parts.llm_dir, projector, parts.encoders, lora)
     marker.write_text(stamp + "\n")
     return root
 
