@@ -131,6 +131,18 @@ def test_universal_hifigan_streams_as_one_call():
     assert [p.shape[0] // 256 for p in parts] == [12, 25, 35]  # 12 frames withheld until their context comes
     assert streamed.shape == whole.shape == (72 * 256,)
     assert np.abs(streamed - whole).max() < 1e-3
+    calls = []
+    real_vocode = vocoder.vocode
+    vocoder.vocode = lambda m: calls.append(m.shape[2]) or real_vocode(m)
+    try:  # one long push in calls of at most 40 frames (16 emitted + 12 + 12 context): the same wave
+        bounded = HopVocoder(vocoder, left_frames=12, right_frames=12, max_frames=40)
+        pieces = [bounded.push(mel[:, :, :60]), bounded.push(mel[:, :, 60:], final=True)]
+    finally:
+        del vocoder.vocode
+    assert [p.shape[0] // 256 for p in pieces] == [48, 24] and max(calls) == 40 and len(calls) == 5
+    assert np.abs(np.concatenate(pieces) - whole).max() < 1e-3
+    with pytest.raises(ValueError, match="max_frames"):
+        HopVocoder(vocoder, left_frames=12, right_frames=12, max_frames=24)
     stream.reset()
     short = HopVocoder(vocoder, left_frames=2, right_frames=2)  # less context than the receptive field
     cut = np.concatenate([short.push(mel[:, :, :36]), short.push(mel[:, :, 36:], final=True)])

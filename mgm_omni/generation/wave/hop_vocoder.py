@@ -7,6 +7,12 @@ brings their right context. Measured with the universal weights on a 5.3 s corpu
 frames, against one call over the whole mel: 12 + 12 frames: max difference 4e-5 (float noise); 8 + 8:
 0.14; 8 + 8 with a 4-frame Hann cross-fade of the withheld audio: 0.21; no context: 0.76. So no
 cross-fade: the context alone makes the seams exact. The cost is ``left + right`` extra frames per call.
+
+The same seams bound one call's length: a long push is vocoded in pieces of at most ``max_frames`` frames
+(context included). The generator's activations grow with the call (measured, universal weights, one
+thread, 2-core AMD EPYC: a 712-frame call, one 200-token hop of the own mouth, peaks 366 MB above a
+50-frame call; 160 frames add nothing) while the time per frame does not drop with length (6.8 ms per frame
+at 136-160 frames, 8.3 ms at 400-712), so pieces of 160 cost no more than one long call.
 """
 
 from __future__ import annotations
@@ -16,17 +22,26 @@ import torch
 
 from mgm_omni.models.hifigan import HiFiGANGenerator
 
+MAX_CALL_FRAMES = 160  # frames per vocoder call, context included (module docstring)
+
 
 class HopVocoder:
     """HiFi-GAN continuing across hops (typed stream state; ``reset()`` starts over).
 
     Each :meth:`push` vocodes the withheld and new frames with ``left_frames`` of earlier mel in front and
     emits all but the last ``right_frames`` (their right context comes with the next push; the final push
-    emits everything). With both at least the generator's receptive field the emitted wave is one call's.
+    emits everything), in calls of at most ``max_frames`` frames (``None``: one call per push). With both
+    contexts at least the generator's receptive field the emitted wave is one call's.
     """
 
-    def __init__(self, vocoder: HiFiGANGenerator, left_frames: int, right_frames: int) -> None:
+    def __init__(self, vocoder: HiFiGANGenerator, left_frames: int, right_frames: int,
+                 max_frames: int | None = MAX_CALL_FRAMES) -> None:
+        if max_frames is not None and max_frames <= left_frames + right_frames:
+            raise ValueError(f"max_frames ({max_frames}) must exceed left_frames + right_frames "
+                             f"({left_frames} + {right_frames})")
         self.vocoder, self.left_frames, self.right_frames = vocoder, left_frames, right_frames
+        # frames emitted per vocoder call: the rest of a call is context
+        self.piece = None if max_frames is None else max_frames - left_frames - right_frames
         self.hop = vocoder.cfg.hop_size
         self.reset()
 
@@ -38,13 +53,16 @@ class HopVocoder:
     def push(self, mel_new: torch.Tensor, final: bool = False) -> np.ndarray:
         """(1, 80, f) new frames -> float32 samples of the frames whose right context is complete."""
         mel = mel_new if self.mel is None else torch.cat([self.mel, mel_new], dim=2)
-        left, n = self.left, mel.shape[2]
-        stop = n if final else max(left, n - self.right_frames)  # frames [left, stop) are emitted
-        if stop > left:
-            wave = self.vocoder.vocode(mel)[0]  # (n * hop,)
-            chunk = wave[left * self.hop: stop * self.hop].float().numpy()
-        else:
-            chunk = np.zeros(0, np.float32)
+        n = mel.shape[2]
+        stop = n if final else max(self.left, n - self.right_frames)  # frames [self.left, stop) are emitted
+        pieces, left = [np.zeros(0, np.float32)], self.left
+        while stop > left:  # frames [left, end) from one call over [lo, hi): their context on both sides
+            end = stop if self.piece is None else min(stop, left + self.piece)
+            lo, hi = max(0, left - self.left_frames), n if end == n else min(n, end + self.right_frames)
+            wave = self.vocoder.vocode(mel[:, :, lo:hi])[0]
+            pieces.append(wave[(left - lo) * self.hop: (end - lo) * self.hop].float().numpy())
+            left = end
+        chunk = np.concatenate(pieces)
         keep = max(0, stop - self.left_frames)
         self.mel = None if final else mel[:, :, keep:].clone()
         self.left = stop - keep
