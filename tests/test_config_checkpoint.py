@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -171,6 +172,39 @@ def test_streamed_load_equals_the_whole_state_load(tmp_path, shard_bytes, dtype)
     for (name, a), b in zip(whole.state_dict().items(), streamed.state_dict().values()):
         assert a.dtype == b.dtype == dtype and torch.equal(a, b), name
     assert torch.equal(streamed.model.norm.weight, model.model.norm.weight.to(torch.bfloat16).to(dtype))
+
+
+def _mapped_from(tensor: torch.Tensor, path) -> bool:
+    """Whether ``tensor``'s memory lies in a mapping of the file ``path`` (/proc/self/maps)."""
+    address = tensor.data_ptr()
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        span, *rest = line.split()
+        low, high = (int(x, 16) for x in span.split("-"))
+        if low <= address < high and rest and rest[-1] == str(path):
+            return True
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="reads /proc/self/maps (Linux)")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_mapped_embedding_tables_are_the_file_and_never_write_it(tmp_path, dtype):
+    """``map_embeddings``: a table stored in the model's dtype is a copy-on-write map of the file (equal to the
+    read load, the file unchanged after the table is written); another dtype is read as before."""
+    model = _tiny_lm(tie=False)
+    out = save_state_dict({k: v.to(torch.bfloat16) for k, v in model.state_dict().items()}, tmp_path)
+    before = out.read_bytes()
+    read, mapped = _tiny_lm(tie=False).to(dtype), _tiny_lm(tie=False).to(dtype)
+    stream_into(read, tmp_path)
+    stream_into(mapped, tmp_path, map_embeddings=True)
+    table = mapped.model.embed_tokens.weight
+    assert isinstance(table, torch.nn.Parameter) and table.requires_grad
+    assert _mapped_from(table, out.resolve()) == (dtype == torch.bfloat16)
+    assert not _mapped_from(mapped.lm_head.weight, out.resolve())  # only embedding tables are mapped
+    ids = torch.arange(10)[None]
+    assert torch.equal(mapped(ids), read(ids))
+    with torch.no_grad():
+        table.zero_()  # private pages: the model changes, the file does not
+    assert out.read_bytes() == before and not torch.equal(mapped(ids), read(ids))
 
 
 def test_streamed_load_refuses_what_does_not_fit_or_is_truncated(tmp_path):

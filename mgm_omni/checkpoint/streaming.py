@@ -6,11 +6,19 @@ twice its size. :func:`stream_into` reads the header, checks that the checkpoint
 :func:`~mgm_omni.checkpoint.load_into` does, then reads each tensor with plain file reads, into the parameter's
 own memory when the dtypes agree (else through one temporary of that tensor's size): the peak is the model plus
 its largest tensor.
+
+With ``map_embeddings`` the embedding tables are not read at all but mapped from the file (a private,
+copy-on-write map): only the pages of rows that are looked up become resident. A 0.5B Qwen2.5 brain's table
+is 260 MB of bf16 of which a conversation touches a few hundred rows. Rows written later (training) become
+private copies; the file is never changed (it must not be rewritten in place while a model maps it: the
+caches write a converted checkpoint once, under a ``.complete`` marker). A table whose dtype differs from the file's, or whose offset is
+not aligned to its element size, is read as usual.
 """
 
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import struct
 from collections.abc import Iterable
@@ -109,10 +117,23 @@ def read_tensor_into(entry: TensorEntry, target: torch.Tensor, handle) -> None:
         target.copy_(torch.frombuffer(buffer, dtype=entry.dtype).view(entry.shape).to(target.dtype))
 
 
+def mapped_tensor(entry: TensorEntry, maps: dict[Path, mmap.mmap]) -> torch.Tensor | None:
+    """``entry`` as a tensor over a copy-on-write map of its file (one map per file, shared), or None when its
+    offset is not aligned to its element size."""
+    if entry.start % entry.dtype.itemsize:
+        return None
+    if entry.file not in maps:
+        with open(entry.file, "rb") as f:
+            maps[entry.file] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+    count = entry.nbytes // entry.dtype.itemsize
+    return torch.frombuffer(maps[entry.file], dtype=entry.dtype, count=count, offset=entry.start).view(entry.shape)
+
+
 def stream_into(module: torch.nn.Module, path: str | os.PathLike, tied: Iterable[tuple[str, str]] = (),
-                ignore_unexpected: Iterable[str] = ()) -> None:
+                ignore_unexpected: Iterable[str] = (), map_embeddings: bool = False) -> None:
     """:func:`~mgm_omni.checkpoint.load_into` from a checkpoint on disk, one tensor at a time (see the module
-    docstring); the same strict checks and errors. A ``.pt`` / ``.bin`` checkpoint is loaded whole."""
+    docstring); the same strict checks and errors. A ``.pt`` / ``.bin`` checkpoint is loaded whole.
+    ``map_embeddings``: map ``nn.Embedding`` tables from the file instead of reading them (module docstring)."""
     from mgm_omni.checkpoint import check_fit, load_into, load_state_dict, retie
 
     tied = list(tied)
@@ -125,11 +146,20 @@ def stream_into(module: torch.nn.Module, path: str | os.PathLike, tied: Iterable
             entries[target] = entries[source]
     expected = module.state_dict()
     check_fit(module, expected, {k: e.shape for k, e in entries.items()}, ignore_unexpected)
-    handles = {}
+    tied_targets = {target for target, _ in tied}
+    tables = {f"{name}.weight": sub for name, sub in module.named_modules()
+              if map_embeddings and isinstance(sub, torch.nn.Embedding) and f"{name}.weight" not in tied_targets}
+    handles, maps = {}, {}
     try:
         with torch.no_grad():
             for name, param in expected.items():
                 entry = entries[name]
+                if name in tables and entry.dtype == param.dtype and param.device.type == "cpu":
+                    table = mapped_tensor(entry, maps)
+                    if table is not None:
+                        grad = tables[name].weight.requires_grad
+                        tables[name].weight = torch.nn.Parameter(table, requires_grad=grad)
+                        continue
                 if entry.file not in handles:
                     handles[entry.file] = open(entry.file, "rb")  # noqa: SIM115 (closed below)
                 read_tensor_into(entry, param, handles[entry.file])

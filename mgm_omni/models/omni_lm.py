@@ -234,7 +234,8 @@ class MGMOmni(nn.Module):
             torch.set_default_dtype(default)
         model = model.to(dtype=dtype)
         tied = [("lm_head.weight", "model.embed_tokens.weight")] if cfg.tie_word_embeddings else []
-        stream_into(model, root, tied=tied, ignore_unexpected=IGNORED_CHECKPOINT_PREFIXES)  # one tensor at a time
+        # one tensor at a time; the embedding table is mapped from the file: only the rows looked up stay resident
+        stream_into(model, root, tied=tied, ignore_unexpected=IGNORED_CHECKPOINT_PREFIXES, map_embeddings=True)
         unknown = set(towers) - {"audio", "vision"}
         if unknown:
             raise ValueError(f"unknown tower(s) {sorted(unknown)}; expected 'audio' and/or 'vision'")

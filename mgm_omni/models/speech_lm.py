@@ -131,7 +131,7 @@ class SpeechLM(nn.Module):
         if not isinstance(cfg, SpeechLMConfig):
             raise ValueError(f"{root}: model_type {cfg.model_type!r} is not a SpeechLM ('MGMTTS')")
         model = cls(cfg)
-        stream_into(model, root, tied=[("lm_head.weight", "model.embed_tokens.weight")])
+        stream_into(model, root, tied=[("lm_head.weight", "model.embed_tokens.weight")], map_embeddings=True)
         return model.to(device=device, dtype=dtype).eval()
 
 
