@@ -10,9 +10,9 @@ its largest tensor.
 With ``map_embeddings`` the embedding tables are not read at all but mapped from the file (a private,
 copy-on-write map): only the pages of rows that are looked up become resident. A 0.5B Qwen2.5 brain's table
 is 260 MB of bf16 of which a conversation touches a few hundred rows. Rows written later (training) become
-private copies; the file is never changed (it must not be rewritten in place while a model maps it: the
-caches write a converted checkpoint once, under a ``.complete`` marker). A table whose dtype differs from the file's, or whose offset is
-not aligned to its element size, is read as usual.
+private copies; the file is never changed. It must not be rewritten in place while a model maps it (the
+caches write a converted checkpoint once, under a ``.complete`` marker). A table whose dtype differs from
+the file's, or whose offset is not aligned to its element size, is read as usual.
 """
 
 from __future__ import annotations
