@@ -1,5 +1,5 @@
 """Memory of long runs: heap trimming (generation/heap.py) paced by the audio made, overridable, clear when malformed,
-on glibc really handing freed pages back; and the CLI's bound on oneDNN's primitive cache."""
+on glibc really handing freed pages back; the CLI's bound on oneDNN's primitive cache; a flat bf16 decode attention."""
 
 from __future__ import annotations
 
@@ -78,3 +78,28 @@ def test_cli_bounds_onednn_primitive_cache_unless_the_user_chose(monkeypatch):
     monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "512")
     main(["voices", "list"])
     assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "512"
+
+
+@pytest.mark.skipif(platform.system() != "Linux", reason="reads /proc/self/statm")
+def test_bf16_decode_attention_stays_flat_in_the_number_of_key_lengths():
+    """The decode step's attention meets a new key length every token: in bf16 it must not keep a kernel per
+    length (it grew ~0.5 MB per length before it ran in float32). A child attends over 400 lengths."""
+    script = """
+import torch
+from mgm_omni.models.layers import one_query_attention
+torch.set_num_threads(1)
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 >> 20
+q = torch.randn(1, 14, 1, 64).bfloat16()
+k, v = torch.randn(1, 2, 1000, 64).bfloat16(), torch.randn(1, 2, 1000, 64).bfloat16()
+for s in range(100, 150):
+    one_query_attention(q, k[:, :, :s], v[:, :, :s], None)
+before = rss()
+for s in range(150, 550):
+    out = one_query_attention(q, k[:, :, :s], v[:, :, :s], None)
+print(before, rss(), out.dtype)
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    before, after, dtype = run.stdout.split()
+    assert dtype == "torch.bfloat16" and int(after) - int(before) < 25, (before, after)
