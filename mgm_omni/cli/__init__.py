@@ -165,9 +165,10 @@ def _handler(command: str) -> Callable[[argparse.Namespace], int]:
 def main(argv: Sequence[str] | None = None) -> int:
     # Before torch starts its OpenMP threads: spinning waiters slow shared CPUs several-fold.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    # oneDNN caches a primitive per matmul / conv shape (1024 by default); a bf16 brain's decode attends over one
-    # more position each step, so every token added ~1.2 MB of cached primitives (600 tokens: 2.35 GB peak, 1.92 GB
-    # with 64, same speed; 4 slowed the decode by 30 %). Read lazily by oneDNN, so setting it here is in time.
+    # oneDNN caches a primitive per matmul / conv shape (1024 by default); long runs meet many shapes (flow and
+    # vocoder calls of varying length; before the decode attention ran in float32, one per generated token: 600
+    # brain tokens peaked at 2.35 GB, 1.92 GB with 64, same speed; 4 slowed the decode by 30 %). Read lazily by
+    # oneDNN, so setting it here is in time.
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")
     parser = build_parser()
     args = parser.parse_args(argv)
