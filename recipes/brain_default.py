@@ -72,11 +72,19 @@ class Item:
     store: int = 0
 
 
-def qa_items(windows: list[dict], store: int, repeat: int) -> list[Item]:
-    """Stage-2 items of ``recipes/brain_stage2_data.py`` windows: each spoken question, ``repeat`` times."""
-    items = [Item(w["row"], tuple(s["tok"]), s["text"], w["lang"], "answer", s["answer"], bool(s["finished"]), store)
-             for w in windows for s in w["segments"]]
-    return items * max(1, repeat)
+def qa_items(windows: list[dict], store: int, repeat: int, task: str = "answer") -> list[Item]:
+    """Stage-2 items of ``recipes/brain_stage2_data.py`` windows: each spoken question, ``repeat`` times (none
+    for 0). ``task`` "answer": the LLM's typed answer under the chat prompt; "transcribe": the question's own
+    words under the transcription prompt, so that the prompt, not the sound of a question, decides which."""
+    if task == "answer":
+        items = [Item(w["row"], tuple(s["tok"]), s["text"], w["lang"], "answer", s["answer"], bool(s["finished"]),
+                      store) for w in windows for s in w["segments"]]
+    elif task == "transcribe":
+        items = [Item(w["row"], tuple(s["tok"]), s["text"], w["lang"], store=store)
+                 for w in windows for s in w["segments"]]
+    else:
+        raise ValueError(f"qa item task must be 'answer' or 'transcribe', not {task!r}")
+    return items * max(0, repeat)
 
 
 def make_items(windows: list[dict], max_run: int, seed: int) -> list[Item]:
@@ -284,8 +292,10 @@ def main(argv=None) -> None:
     if data.get("qa_features"):  # stage 2: spoken questions -> the LLM's own typed answers
         stores.append(FeatureStore(Path(data["qa_features"])))
         qa = qa_items(stores[1].windows(), 1, int(data.get("qa_repeat", 1)))
-        print(f"stage 2: {len(qa)} spoken-question items (x{data.get('qa_repeat', 1)})", flush=True)
-        items += qa
+        heard = qa_items(stores[1].windows(), 1, int(data.get("qa_transcribe_repeat", 0)), task="transcribe")
+        print(f"stage 2: {len(qa)} spoken-question items (x{data.get('qa_repeat', 1)}), {len(heard)} of them "
+              f"to transcribe (x{data.get('qa_transcribe_repeat', 0)})", flush=True)
+        items += qa + heard
     dataset = ItemDataset(stores, items, tokenizer)
     lengths = dataset.lengths({k: len(v) for k, v in prompts.items()})
     prompt_ids = prompts["transcribe"]

@@ -158,6 +158,24 @@ def test_stage2_items_train_the_typed_answer_under_the_chat_prompt(store, tiny, 
     assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
 
 
+def test_spoken_questions_can_also_be_items_to_transcribe(tmp_path):
+    """``qa_transcribe_repeat``: the same question clips, under the transcription prompt, with the question's own
+    words as the target (no answer), so the prompt decides between transcribing and answering."""
+    qa = FeatureStore(tmp_path / "qa")
+    g = torch.Generator().manual_seed(2)
+    segs = [{"text": "what is one plus one", "answer": "Two.", "finished": True, "tok": [0, 4]}]
+    qa.append({"window": 0, "lang": "en", "segments": segs}, torch.randn(750, 512, generator=g),
+              torch.randn(1500, 384, generator=g))
+    heard = qa_items(qa.windows(), store=1, repeat=3, task="transcribe")
+    assert [(it.task, it.target, it.text, it.tok, it.store) for it in heard] == \
+        [("transcribe", None, "what is one plus one", (0, 4), 1)] * 3
+    data = ItemDataset([qa, qa], heard[:1], CharTokenizer())
+    assert data[0]["target_ids"] == data[0]["text_ids"] == CharTokenizer().encode("what is one plus one")
+    assert qa_items(qa.windows(), store=1, repeat=0, task="transcribe") == []
+    with pytest.raises(ValueError, match="answer"):
+        qa_items(qa.windows(), store=1, repeat=1, task="translate")
+
+
 def test_stage2_questions_keep_clear_of_the_evaluation_questions():
     from recipes.brain_questions_eval import QUESTIONS
     from recipes.brain_stage2_data import disjoint_from_eval, training_questions
