@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_own_mouth.py [--grids 25 10] [--seconds 10] [--threads 1]
     .venv/bin/python benchmarks/bench_own_mouth.py --model outputs/mouth_small --threads 2   # a trained mouth
+    .venv/bin/python benchmarks/bench_own_mouth.py --model mgm_omni/hub/assets/mouth --vocoder-dtypes float32 auto
 
 Assembles a small random own mouth per flow chunk size (SpeechLM hidden 384 x 6 layers + 2-layer adapter,
 ``recipes/configs/speechlm_stage1_small.yaml``; flow ``recipes/configs/flow_small.yaml``; 512 units over Whisper
@@ -15,7 +16,8 @@ process:
 
 The random SpeechLM never ends an utterance, so every run is cut at the row budget. With ``--model`` the same
 measurements run on a given (trained) mouth directory instead, with its shipped voice; a trained SpeechLM ends
-the sentence itself (``--seconds`` only bounds it).
+the sentence itself (``--seconds`` only bounds it), and each ``--vocoder-dtypes`` entry is measured in turn in the
+same process (``auto``: the precision :mod:`~mgm_omni.generation.wave.vocoder_choice` chooses for this machine).
 """
 
 from __future__ import annotations
@@ -164,6 +166,9 @@ def main() -> None:
     parser.add_argument("--cfg-rate", type=float, default=0.7, help="classifier-free guidance (0: one branch)")
     parser.add_argument("--random-units", action="store_true", help="a tiny random unit encoder (no Whisper wheels)")
     parser.add_argument("--model", default=None, help="measure this mouth directory instead of random builds")
+    parser.add_argument("--vocoder-dtypes", nargs="+", default=["float32", "auto"],
+                        choices=["float32", "bfloat16", "auto"],
+                        help="with --model: the vocoder precisions to measure (auto: the one chosen for this machine)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -171,7 +176,21 @@ def main() -> None:
           f"{args.seconds:g} s of audio per measurement" + ("" if args.model else
                                                            f"; flow: {args.ode_steps} steps, CFG {args.cfg_rate:g}"))
     if args.model is not None:
-        report(f"mouth {args.model}", measure(Path(args.model), args.seconds))
+        results = {}
+        for dtype in args.vocoder_dtypes:  # each load chooses the vocoder's precision anew (vocoder_choice)
+            if dtype == "auto":
+                os.environ.pop("MGM_OMNI_VOCODER_DTYPE", None)
+            else:
+                os.environ["MGM_OMNI_VOCODER_DTYPE"] = dtype
+            results[dtype] = measure(Path(args.model), args.seconds)
+            report(f"mouth {args.model}, vocoder {dtype}", results[dtype])
+        if len(results) > 1:
+            base, *rest = args.vocoder_dtypes
+            for dtype in rest:
+                a, b = results[base], results[dtype]
+                print(f"vocoder {dtype} vs {base}, same process: RTF x{a['rtf'] / b['rtf']:.2f} faster, first audio "
+                      f"x{a['first_audio_s'] / b['first_audio_s']:.2f}, HiFi-GAN hops "
+                      f"x{a['vocoder_hops_s_per_audio_s'] / b['vocoder_hops_s_per_audio_s']:.2f}")
         return
     with tempfile.TemporaryDirectory() as tmp:
         for grid in args.grids:

@@ -22,19 +22,16 @@ the shapes, dtype, quantisation, thread count and torch version, so later runs s
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import statistics
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
+from mgm_omni.generation.choice_cache import machine_key, read_choices, write_choice
 from mgm_omni.generation.speech.cpu_linear import LinearSwap, packing_available
-from mgm_omni.generation.speech.native_build import _cpu_signature, cache_dir
 from mgm_omni.generation.speech.native_build import available as native_available
 from mgm_omni.generation.speech.native_step import NativeStep, supported_isas
 from mgm_omni.generation.speech.runner import SpeechLMRunner, speech_head
@@ -44,6 +41,7 @@ log = logging.getLogger(__name__)
 
 TOLERANCE = {"fp32": 1e-3, "bf16": 6e-2, "int8": 0.2}  # relative L2 error of the logits vs plain torch
 CACHE_VERSION = 1
+CACHE_FILE = "step_choice.json"
 
 
 class StepChoiceError(ValueError):
@@ -124,7 +122,7 @@ def choose_step(model: SpeechLM, quantize: str | None = None, override: str | No
     key = _cache_key(model, quantize, threads)
     names = candidates(model, quantize)
     if use_cache:
-        hit = _read_cache().get(key)
+        hit = read_choices(CACHE_FILE).get(key)
         if hit and hit.get("name") in names:
             return StepChoice(hit["name"], source="cache")
     if len(names) == 1:
@@ -139,7 +137,7 @@ def choose_step(model: SpeechLM, quantize: str | None = None, override: str | No
         log.warning("decode step %s disagrees with PyTorch (relative error %.3g): not used", name, errors[name])
     choice = StepChoice(best, timings, errors, "measured")
     if use_cache:
-        _write_cache(key, {"name": best, "timings_ms": timings, "errors": errors, "when": time.time()})
+        write_choice(CACHE_FILE, key, {"name": best, "timings_ms": timings, "errors": errors, "when": time.time()})
     return choice
 
 
@@ -240,42 +238,7 @@ def _cache_key(model: SpeechLM, quantize: str | None, threads: int) -> str:
     cfg = model.cfg
     shape = stack(cfg) + ("+" + stack(model.tts_adapter.cfg) if model.tts_adapter is not None else "")
     shape += f"|head {model.num_slots}x{cfg.tokenizer_speech_size}|{model.lm_head.weight.dtype}|{quantize}"
-    cpu = hashlib.sha256(_cpu_signature().encode()).hexdigest()[:12]
-    return f"{_cpu_model()}|{cpu}|{shape}|threads={threads}|torch={torch.__version__}|v{CACHE_VERSION}"
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
-
-
-def _cache_file() -> Path:
-    return cache_dir().parent / "step_choice.json"
-
-
-def _read_cache() -> dict:
-    try:
-        return json.loads(_cache_file().read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _write_cache(key: str, value: dict) -> None:
-    path = _cache_file()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = _read_cache()
-        data[key] = value
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, path)  # atomic: concurrent writers never leave a half-written file
-    except OSError as exc:
-        log.info("could not store the decode step choice: %s", exc)
+    return f"{machine_key()}|{shape}|threads={threads}|torch={torch.__version__}|v{CACHE_VERSION}"
 
 
 def step_for_cpu(model: SpeechLM, quantize: str | None = None) -> tuple[NativeStep | None, bool | None]:

