@@ -14,7 +14,6 @@ Usage: ``.venv/bin/python benchmarks/bench_brain_llm.py [--dtype float32|bfloat1
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _machine import describe_cpu  # noqa: E402
 from mgm_omni.generation.mllm.runner import MLLM, TextDecodeConfig  # noqa: E402
 from mgm_omni.generation.sampling import SamplingConfig  # noqa: E402
 from mgm_omni.hub.default_llm import default_llm_dir  # noqa: E402
@@ -34,16 +34,6 @@ QUESTIONS = ["What is the capital of France?", "Write a Python function that ret
              "法国的首都是哪里？"]
 TOKENIZER_PROBES = ["Hello, world! 2024 is a year.", "def f(x):\n    return x ** 2\n", "法国的首都是巴黎。",
                     "<|im_start|>user\nhi<|im_end|>\n"]
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def check_tokenizer(tok: Tokenizer) -> None:
@@ -109,7 +99,7 @@ def main() -> None:
         import transformers
 
         hf = transformers.Qwen2ForCausalLM.from_pretrained(str(root), dtype=dtype).eval()
-    print(f"CPU: {cpu_name()}, {args.threads} thread(s)")
+    print(f"CPU: {describe_cpu()}; {args.threads} thread(s)")
     for q in QUESTIONS:
         text, ids, step_s, n_prompt = ours(mllm, q, args.max_new_tokens)
         line = f"ours {1 / step_s:.1f} tok/s"

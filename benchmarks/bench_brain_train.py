@@ -11,7 +11,6 @@ Usage: ``nice -n 5 .venv/bin/python benchmarks/bench_brain_train.py [--reps 3] [
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _machine import describe_cpu  # noqa: E402
 from mgm_omni.config import OmniConfig  # noqa: E402
 from mgm_omni.generation.mllm.runner import MLLM  # noqa: E402
 from mgm_omni.generation.mllm.transcriber import TRANSCRIBE_PROMPT  # noqa: E402
@@ -33,16 +33,6 @@ from recipes.brain_default_features import encode_window  # noqa: E402
 
 ALIGN = AlignConfig(weight=1.0, temperature=0.1)
 SHAPES = {"utterance": (20, 12, 4.0), "run": (100, 60, 20.0)}  # audio tokens, text tokens, seconds
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def timed(fn, reps: int) -> float:
@@ -74,7 +64,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 4])
     args = ap.parse_args()
     torch.set_num_threads(1)
-    print(f"CPU: {cpu_name()}, torch {torch.__version__}, 1 thread")
+    print(f"CPU: {describe_cpu()}; torch {torch.__version__}, 1 thread")
     parts = brain_parts(progress=False)
     wave = 0.1 * torch.randn(480000)
     for dtype in (torch.float32, torch.bfloat16):
