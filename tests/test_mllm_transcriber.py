@@ -15,6 +15,7 @@ from mgm_omni.generation.mllm.transcriber import (
     TranscribeConfig,
     TranscribeError,
     Transcriber,
+    looping_tail,
 )
 from mgm_omni.generation.sampling import SamplingConfig
 from mgm_omni.hub.tiny_brain import random_audio_tower, random_mgm_omni, tiny_omni_config
@@ -43,7 +44,7 @@ def mllm(tmp_path_factory):
 def test_transcript_equals_a_direct_mllm_call(mllm):
     torch.set_num_threads(1)
     wave = 0.1 * torch.randn(16000 * 5 // 2, generator=torch.Generator().manual_seed(0))  # 2.5 s: 3 windows
-    transcriber = Transcriber(mllm, TranscribeConfig(max_new_tokens=10))
+    transcriber = Transcriber(mllm, TranscribeConfig(max_new_tokens=10, stop_loops=False))  # this one loops
     pieces = [step.text for step in transcriber.stream(wave, language="en")]
     audio = mllm.encode_audio(wave)
     prompt = mllm.prompt([("user", mllm_user_content(TRANSCRIBE_PROMPT, speech=True))], [audio])
@@ -173,16 +174,55 @@ def test_segments_follow_the_config_over_the_brain():
 
 def test_each_segment_has_its_own_budget_and_the_cap_bounds_the_whole():
     fake = SegmentMLLM(loop=True)
-    transcriber = Transcriber(fake)
+    transcriber = Transcriber(fake, TranscribeConfig(stop_loops=False))
     steps = list(transcriber.stream(paused_wave(70.0, [25.0, 52.0])))
     budgets = [-(-n * 8 // 16000) + 64 for n in fake.heard]
     assert fake.limits == budgets and len(steps) == sum(budgets) == transcriber.last.budget
     assert transcriber.last.cut_segments == 2 and steps[-1].finish_reason == "max_tokens"
     capped = SegmentMLLM(loop=True)
-    transcriber = Transcriber(capped, TranscribeConfig(max_new_tokens=300))
+    transcriber = Transcriber(capped, TranscribeConfig(max_new_tokens=300, stop_loops=False))
     steps = list(transcriber.stream(paused_wave(70.0, [25.0, 52.0])))
     assert len(steps) == 300 and capped.limits == [budgets[0], 300 - budgets[0]]
     assert steps[-1].finish_reason == "max_tokens" and len(capped.heard) == 2
+
+
+@dataclass
+class LoopingMLLM(SegmentMLLM):
+    """Each segment: its own sentence, then one sentence of 8 ids over and over until the budget."""
+
+    def stream(self, prompt, config):
+        self.limits.append(config.max_new_tokens)
+        yield TextStep(7, f"seg{prompt}.")
+        for n in range(2, config.max_new_tokens + 1):
+            yield TextStep(10 + n % 8, " burglar" if n % 8 == 0 else "-", "max_tokens" if n == config.max_new_tokens else None)
+
+
+def test_a_segment_that_falls_into_a_loop_ends_and_the_next_goes_on():
+    fake = LoopingMLLM()
+    transcriber = Transcriber(fake)
+    steps = list(transcriber.stream(paused_wave(70.0, [25.0, 52.0])))
+    text = "".join(s.text for s in steps)
+    assert text.count("seg") == 3 and len(fake.heard) == 3  # every segment was still heard
+    stats = transcriber.last
+    assert stats.loops == 3 and steps[-1].finish_reason == "repetition" and stats.finish_reason == "repetition"
+    # each segment stops once its 8-id block came twice in a row: 1 + 16 (+ the id that closed a full block)
+    assert stats.text_tokens <= 3 * (1 + 17) < sum(fake.limits) / 4
+    off = Transcriber(LoopingMLLM(), TranscribeConfig(stop_loops=False))
+    assert len(list(off.stream(paused_wave(70.0, [25.0, 52.0])))) == off.last.budget and off.last.loops == 0
+
+
+@pytest.mark.parametrize("ids, block", [
+    ([1, 2, 3, 4, 5, 6, 7, 8] * 2, 8),            # a sentence twice
+    ([9, 1, 2, 3, 4, 5, 6, 7, 8] * 2, 9),
+    ([0, 5, 6, 7, 5, 6, 7], 0),                   # "beautiful gun, beautiful gun": a short phrase twice
+    ([0] + [5, 6, 7, 8] * 3, 4),                  # four ids three times
+    ([0] + [5, 6, 7, 8] * 2, 0),
+    ([4] * 6, 1),                                 # one id six times
+    ([3] + [4] * 5, 0),
+    ([], 0),
+])
+def test_looping_tail_tells_a_loop_from_a_repeated_phrase(ids, block):
+    assert looping_tail(ids) == block
 
 
 def test_segmented_transcript_equals_the_segments_transcribed_one_by_one(mllm):

@@ -52,5 +52,6 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
     s = prepared.stats
     print(f"{s.audio_seconds:.1f} s of audio -> {s.audio_tokens} audio tokens -> {s.text_tokens} text tokens "
-          f"in {s.seconds:.2f} s ({s.finish_reason}; budget {s.budget})", file=sys.stderr)
+          f"in {s.seconds:.2f} s ({s.finish_reason}; budget {s.budget}"
+          + (f"; {s.loops} segment(s) stopped in a loop" if s.loops else "") + ")", file=sys.stderr)
     return 0

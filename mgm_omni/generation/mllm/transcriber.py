@@ -55,6 +55,9 @@ class TranscribeConfig:
             whole audio; ``math.inf``: always one prompt).
         pause_search_seconds: where a segment's cut is looked for: the quietest moment of its last this-many
             seconds (at most ``segment_seconds``).
+        stop_loops: end a segment once its text has fallen into a loop (:func:`looping_tail`: the same block of
+            ids over and over); the rest of the audio goes on from the next segment. A small brain that loses
+            its place repeats its last sentence until the budget is spent; this keeps one extra copy instead.
     """
 
     prompt: str = TRANSCRIBE_PROMPT
@@ -66,6 +69,7 @@ class TranscribeConfig:
     seed: int | None = 0
     segment_seconds: float | None = None
     pause_search_seconds: float = 10.0
+    stop_loops: bool = True
 
     def __post_init__(self) -> None:
         if not self.prompt.strip():
@@ -102,6 +106,7 @@ class TranscriptStats:
     budget: int = 0
     segments: int = 1
     cut_segments: int = 0
+    loops: int = 0
     finish_reason: str | None = None
     language: str | None = None
     seconds: float = 0.0
@@ -185,7 +190,8 @@ class Transcriber:
 
         With segments, the steps of all segments come as one stream: a segment's eos is not yielded (its
         flushed text moves to the next piece), the next segment's first text is preceded by a space, and only
-        the last step has a ``finish_reason`` (``"max_tokens"`` when the whole budget ran out).
+        the last step has a ``finish_reason`` (``"max_tokens"`` when the whole budget ran out, ``"repetition"``
+        when the last segment ended in a loop: ``TranscribeConfig.stop_loops``).
         """
         cfg, stats = self.config, prepared.stats
         self.last = stats
@@ -202,12 +208,14 @@ class Transcriber:
             sep = " " if i and emitted else ""
             text = TextDecodeConfig(cfg.sampling, max_new_tokens=limit, mask_from=self.mllm.config.mask_from,
                                     seed=cfg.seed)
+            ids: list[int] = []
             with torch.inference_mode():
                 for step in self.mllm.stream(prompt, text):
                     stats.seconds = time.perf_counter() - start
                     if step.finish_reason != "eos":
                         stats.text_tokens += 1
                         remaining -= 1
+                        ids.append(step.token)
                     final = i == len(spans) - 1 or (step.finish_reason == "max_tokens" and remaining == 0)
                     if step.finish_reason == "eos" and not final:
                         carry += step.text  # a segment's end: its unfinished bytes, if any, go on
@@ -225,6 +233,13 @@ class Transcriber:
                     yield TextStep(step.token, piece, reason)
                     if final and step.finished:
                         return
+                    if cfg.stop_loops and not step.finished and looping_tail(ids):
+                        stats.loops += 1
+                        if i == len(spans) - 1:
+                            stats.finish_reason = "repetition"
+                            yield TextStep(step.token, "", "repetition")
+                            return
+                        break
 
     def stream(self, wave16k: torch.Tensor, language: str | None = None) -> Iterator[TextStep]:
         """:meth:`prepare` then :meth:`decode`: the decode steps of mono 16 kHz samples (S,)."""
@@ -233,6 +248,24 @@ class Transcriber:
     def transcribe(self, wave16k: torch.Tensor, language: str | None = None) -> str:
         """The whole transcript (surrounding whitespace removed)."""
         return "".join(step.text for step in self.stream(wave16k, language)).strip()
+
+
+LOOP_RULES = ((8, 2), (4, 3), (1, 6))  # (shortest block, times in a row): a loop when the tail repeats so
+
+
+def looping_tail(ids: list[int], max_block: int = 64) -> int:
+    """Length of the block of ids that the end of ``ids`` repeats as a loop, or 0: a block of 8+ ids twice in a
+    row, of 4-7 ids three times, of 1-3 ids six times (:data:`LOOP_RULES`). Dictation repeats a short phrase
+    now and then ("beautiful gun, beautiful gun"); a whole sentence again and again is the decoder's loop."""
+    n = len(ids)
+    for length in range(1, min(max_block, n) + 1):
+        times = next(t for shortest, t in LOOP_RULES if length >= shortest)
+        if n < length * times:
+            continue
+        block = ids[n - length:]
+        if all(ids[n - (k + 1) * length:n - k * length] == block for k in range(1, times)):
+            return length
+    return 0
 
 
 def _uncapped_budget(cfg: TranscribeConfig, n_samples: int) -> int:
