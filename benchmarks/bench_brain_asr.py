@@ -30,7 +30,7 @@ from mgm_omni.audio import load_audio  # noqa: E402
 from mgm_omni.data.manifest import Manifest  # noqa: E402
 from mgm_omni.eval.metrics import score_transcript  # noqa: E402
 from mgm_omni.generation.mllm.transcriber import Transcriber  # noqa: E402
-from bench_brain_train import cpu_name  # noqa: E402
+from _machine import describe_cpu  # noqa: E402
 
 
 def dev_items(corpus: Path, lang: str, n: int) -> list:
@@ -57,7 +57,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    print(f"CPU: {cpu_name()}, torch {torch.__version__}, 1 thread")
+    print(f"CPU: {describe_cpu()}; torch {torch.__version__}, 1 thread")
     if args.brain == "tiny-random":
         from mgm_omni.hub.tiny_brain import ensure_tiny_omni
 
@@ -76,7 +76,7 @@ def main() -> None:
         from mgm_omni.eval.judges import FasterWhisperJudge
 
         judge = FasterWhisperJudge(threads=1)
-    report = {"cpu": cpu_name(), "brain": str(root), "languages": {}}
+    report = {"cpu": describe_cpu(), "brain": str(root), "languages": {}}
     for lang, n in (("en", args.n_en), ("zh", args.n_zh)):
         items = dev_items(args.corpus, lang, n)
         if not items:
