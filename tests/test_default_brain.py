@@ -27,6 +27,7 @@ from mgm_omni.hub.default_brain import (
     MAIN_DIR,
     MERGED_FILE,
     PROJECTOR_FILE,
+    SEGMENT_SECONDS,
     BrainAssetError,
     brain_fields,
     shipped_lora,
@@ -55,7 +56,7 @@ def test_declared_config_is_the_small_dual_tower_brain():
     assert (proj.main_dim, proj.aux_dim, proj.out_dim, proj.ds_rate, proj.mlp_dim) == (512, 384, 896, 5, 2048)
     assert proj.tokens_for(750) == 150  # 5 tokens per second of audio, as the official k = 5
     assert proj.trim_padding and cfg.speech_trim_padding  # trained on real-audio tokens only
-    assert cfg.speech_segment_seconds == 30.0  # trained on one window at a time: long audio goes in segments
+    assert cfg.speech_segment_seconds == 12.0  # trained on short items: long audio goes in segments
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +123,7 @@ def test_an_outdated_assembled_config_is_noticed_and_segments_reach_the_transcri
 
     root, _ = tiny_brain
     assert _config_current(root)
-    assert Transcriber(MLLM.from_pretrained(root, towers=("audio",))).segment_seconds() == 30.0
+    assert Transcriber(MLLM.from_pretrained(root, towers=("audio",))).segment_seconds() == SEGMENT_SECONDS == 12.0
     config = root / "config.json"
     written = config.read_text()
     try:

@@ -62,9 +62,11 @@ LORA_FILE, MERGED_FILE = "lora.safetensors", "lora_merged.safetensors"
 ASSETS = Path(__file__).resolve().parent / "assets" / "brain"  # projector.safetensors + brain.json (sha256)
 PROJECTOR_PREFIX = "model.mm_speech_projector."
 INSTALL = "pip install 'mgm-omni[brain]'"
-# Trained on one window at a time (a clip or a run of clips within 30 s), the brain hears longer audio as
-# segments of at most one window, cut at pauses (Transcriber): one 65-minute prompt loses all but its start.
-SEGMENT_SECONDS = 30.0
+# Trained on items of one to four clips (mostly under 15 s, never over one 30 s window), the brain hears longer
+# audio as segments cut at pauses (Transcriber): one 65-minute prompt loses all but its start. Measured on the
+# first 294 s of benchmarks/bench_brain_hour.py's file (v2 projector, loops stopped): WER 0.631 with 12 s
+# segments, 0.795 with 30 s (fewer, longer segments: it drops and invents more).
+SEGMENT_SECONDS = 12.0
 
 
 class BrainAssetError(CheckpointError):

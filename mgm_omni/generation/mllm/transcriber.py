@@ -10,7 +10,7 @@ The audio goes through the long-audio windows (30 s each, bounded memory, :mod:`
 budget grows with the audio, ``tokens_per_second`` per second of it (8: about twice a fast speaker's rate in
 English or Chinese) plus ``min_new_tokens``, unless ``max_new_tokens`` caps it.
 
-A brain trained on one window at a time (its config's ``speech_segment_seconds``, e.g. the default brain's 30)
+A brain trained on short items (its config's ``speech_segment_seconds``, e.g. the default brain's 12)
 hears long audio as segments of at most that length, each cut at a pause (:mod:`pause_split`) and transcribed
 as its own prompt, one after the other; the texts are joined with a space and streamed as one transcript.
 The official brains read an hour in one prompt, as they were trained.
