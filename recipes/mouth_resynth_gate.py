@@ -70,6 +70,7 @@ class GateConfig:
     ge2e: str | None = None  # a converted ge2e.safetensors folder; default: resemblyzer's pretrained.pt
     unit_means: str | None = None  # flow item shards (units + mel per clip) to average the mel of each unit
     mu: bool = False  # score the flow encoder's mu straight to HiFi-GAN too
+    resynthesis: bool = True  # False: no flow rendering (unit means alone; ``flow`` then only gives the vocoder)
     flow_overrides: dict = field(default_factory=dict)  # n_timesteps / inference_cfg_rate at inference
     langs: list | None = None  # None: every language of the manifests
     reuse: str | None = None  # an earlier report (same judge): its flow-free columns are taken, not re-judged
@@ -108,7 +109,8 @@ def reused_scores(cfg: GateConfig) -> dict[str, dict]:
     old = json.loads(Path(cfg.reuse).read_text(encoding="utf-8"))
     if old["config"].get("judge") != cfg.judge:
         raise SystemExit(f"reuse: {cfg.reuse} was judged by {old['config'].get('judge')!r}, not {cfg.judge!r}")
-    return {r["id"]: {k: r[k] for k in FLOW_FREE if k in r} | {"text": r["text"]} for r in old["items"]}
+    columns = FLOW_FREE if old["config"].get("units") == cfg.units else ("source", "vocoder")  # means need the units
+    return {r["id"]: {k: r[k] for k in columns if k in r} | {"text": r["text"]} for r in old["items"]}
 
 
 def speaker_encoder(cfg: GateConfig):
@@ -204,11 +206,12 @@ def main(argv: list[str] | None = None) -> dict:
             with torch.inference_mode():
                 waves["vocoder"] = resample(vocoder.vocode(log_mel(wave22, HIFIGAN_22K)[None])[0], 22050, 16000)
         ids = units(wave16)
-        if cfg.left_chunks is None:
-            wave = t2w.render(prompt, ids.tolist())
-        else:
-            wave = t2w.render(prompt, ids.tolist(), block_tokens=0, schedule=schedule)
-        waves["resynthesis"] = resample(torch.from_numpy(wave), 22050, 16000)
+        if cfg.resynthesis:
+            if cfg.left_chunks is None:
+                wave = t2w.render(prompt, ids.tolist())
+            else:
+                wave = t2w.render(prompt, ids.tolist(), block_tokens=0, schedule=schedule)
+            waves["resynthesis"] = resample(torch.from_numpy(wave), 22050, 16000)
         if cfg.mu:
             with torch.inference_mode():
                 mel = grid_mu(flow, grid, prompt.tokens, ids.tolist())
@@ -232,7 +235,7 @@ def main(argv: list[str] | None = None) -> dict:
         rates = {k: sum(r[k]["errors"] for r in mine) / max(1, sum(r[k]["words"] for r in mine))
                  for k in ("source", "vocoder", "resynthesis", "mu", "unit_means") if k in mine[0]}
         totals[lang] = {**rates, "items": len(mine),
-                        "passes": rates["resynthesis"] <= cfg.ratio * max(rates["source"], 1e-9)}
+                        "passes": rates.get("resynthesis", float("inf")) <= cfg.ratio * max(rates["source"], 1e-9)}
     report = {"config": raw, "totals": totals, "seconds": round(time.perf_counter() - started, 1),
               "passes": bool(totals) and all(t["passes"] for t in totals.values()), "items": records}
     Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
@@ -245,5 +248,6 @@ if __name__ == "__main__":
     for lang, t in r["totals"].items():
         means = f"  mu {t['mu']:.3f}" if "mu" in t else ""
         means += f"  unit means {t['unit_means']:.3f}" if "unit_means" in t else ""
-        print(f"{lang}: source {t['source']:.3f}  vocoder {t['vocoder']:.3f}  resynthesis {t['resynthesis']:.3f}"
+        resynth = f"  resynthesis {t['resynthesis']:.3f}" if "resynthesis" in t else ""
+        print(f"{lang}: source {t['source']:.3f}  vocoder {t['vocoder']:.3f}{resynth}"
               f"{means}  ({t['items']} items) {'PASS' if t['passes'] else 'FAIL'}", file=sys.stderr)

@@ -125,11 +125,41 @@ def test_gate_reuses_only_the_flow_free_columns_of_a_report_of_the_same_judge(tm
     import mouth_resynth_gate as gate
 
     score = {"hyp": "a", "errors": 1, "words": 4}
-    old = {"config": {"judge": "whisper-base"}, "items": [
-        {"id": "x", "text": "t", "source": score, "vocoder": score, "resynthesis": score, "mu": score}]}
+    old = {"config": {"judge": "whisper-base", "units": "a.safetensors"}, "items": [
+        {"id": "x", "text": "t", "source": score, "vocoder": score, "resynthesis": score, "mu": score,
+         "unit_means": score}]}
     (tmp_path / "r.json").write_text(json.dumps(old))
-    cfg = gate.GateConfig(units="", flow="", manifests=[], out="", reuse=str(tmp_path / "r.json"))
+    cfg = gate.GateConfig(units="a.safetensors", flow="", manifests=[], out="", reuse=str(tmp_path / "r.json"))
+    assert gate.reused_scores(cfg) == {"x": {"source": score, "vocoder": score, "unit_means": score, "text": "t"}}
+    cfg.units = "other.safetensors"  # unit means belong to the units they were made of
     assert gate.reused_scores(cfg) == {"x": {"source": score, "vocoder": score, "text": "t"}}
     cfg.judge = "whisper-small"
     with pytest.raises(SystemExit, match="judged by"):
         gate.reused_scores(cfg)
+
+
+def test_flow_items_swap_keeps_mels_and_replaces_units(tmp_path):
+    import numpy as np
+    import flow_items_swap
+    from mgm_omni.training.shards import ShardDataset, ShardWriter
+    from mgm_omni.training.unit_shards import write_units
+
+    rows = [{"id": f"c{i}", "split": "train" if i != 1 else "dev"} for i in range(4)]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    old = {f"c{i}": np.arange(5 + i, dtype=np.int32) for i in range(4)}
+    write_units(tmp_path / "old", list(old), list(old.values()))
+    with ShardWriter(tmp_path / "items", length_field="mel") as w:
+        for i in (0, 2, 3):  # the train clips, in manifest order
+            w.add({"units": old[f"c{i}"], "mel": np.full((3 * (5 + i), 80), i, np.float32),
+                   "xvector": np.full(4, i, np.float32)})
+    new = {"c0": np.full(5, 7), "c2": np.full(6, 8), "c3": np.full(9, 9)}  # c2 one short, c3 one long
+    write_units(tmp_path / "new", list(new), list(new.values()))
+    args = ["--items", str(tmp_path / "items"), "--manifest", str(tmp_path / "m.jsonl"), "--old-units",
+            str(tmp_path / "old"), "--new-units", str(tmp_path / "new"), "--out", str(tmp_path / "out")]
+    flow_items_swap.main(args)
+    out = ShardDataset(tmp_path / "out")
+    assert [out[k]["units"].tolist() for k in range(3)] == [[7] * 5, [8] * 7, [9] * 8]
+    assert [float(out[k]["mel"][0, 0]) for k in range(3)] == [0, 2, 3] and out[2]["mel"].shape == (24, 80)
+    write_units(tmp_path / "bad", ["c0", "c2", "c3"], [np.full(3, 1), np.full(7, 1), np.full(8, 1)])
+    with pytest.raises(SystemExit, match="c0: 3 new units for 5"):
+        flow_items_swap.main(args[:7] + [str(tmp_path / "bad"), "--out", str(tmp_path / "out2")])

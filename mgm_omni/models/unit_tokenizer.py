@@ -1,4 +1,5 @@
-"""Discrete speech units at 25 Hz: a middle layer of a frozen Whisper encoder, pooled, then a k-means codebook.
+"""Discrete speech units at 25 Hz: a layer of a frozen Whisper encoder, pooled, then a k-means codebook or a
+learned finite scalar quantiser (FSQ).
 
 For mouths without the official S3 tokenizer (``speech_tokenizer_v2.onnx``). A 16 kHz clip goes through
 the 80-bin Whisper log-mel of the clip itself (no padding to 30 s), Whisper's conv1 / conv2 (50 Hz),
@@ -6,10 +7,17 @@ the first ``layer`` transformer layers with positions ``[:T]``, an average pool 
 standardisation the codebook was fitted with, and the nearest centroid. Clips longer than 30 s are cut into
 30 s blocks (Whisper's position table), each tokenised on its own, as the S3 tokenizer does.
 
+Two quantisers:
+
+* ``kmeans``: the nearest of K centroids of the standardised features (``recipes/speech_tokenizer.py``).
+* ``fsq``: a small convolutional pre-net maps the standardised features to a few scalars, each bounded and
+  rounded to one of ``levels[i]`` values; the unit is the mixed-radix number of the rounded values
+  (K = prod(levels)). The pre-net is trained with a CTC phoneme loss and a mel loss through the quantiser
+  (``recipes/speech_tokenizer_fsq.py``), so the units are made to carry the phonemes.
+
 One state dict holds everything (``encoder.*`` with Hugging Face Whisper names for the kept layers,
-``centroids`` (K, d), ``mean`` / ``std`` (d,) and the scalars ``layer``, ``num_units``, ``heads``), so the
-voice front-end and the data extraction run the same module. The codebook is fitted by
-``recipes/speech_tokenizer.py``.
+``mean`` / ``std`` (d,), ``centroids`` (K, d) or ``fsq.*`` + ``fsq_levels``, and the scalars ``layer``,
+``num_units``, ``heads``), so the voice front-end and the data extraction run the same module.
 """
 
 from __future__ import annotations
@@ -73,16 +81,80 @@ def units_for_samples(num_samples: int) -> int:
     return (mel_frames + 1) // 2 // 2
 
 
-class WhisperUnitTokenizer(nn.Module):
-    """16 kHz wave -> (T25,) int64 unit ids (see the module docstring)."""
+class FSQ(nn.Module):
+    """Finite scalar quantisation: (..., D) reals -> rounded values in [-1, 1] and their (...,) unit ids.
 
-    def __init__(self, cfg: UnitTokenizerConfig) -> None:
+    Each dimension i is bounded by a tanh to ``levels[i]`` steps and rounded (straight-through gradient in
+    training); the id is the mixed-radix number of the steps, dimension 0 the least significant.
+    """
+
+    def __init__(self, levels: list[int]) -> None:
+        super().__init__()
+        if not levels or min(levels) < 2:
+            raise UnitTokenizerError(f"FSQ levels must be >= 2 each, got {levels}")
+        lv = torch.tensor(levels, dtype=torch.int64)
+        self.register_buffer("levels", lv, persistent=False)
+        self.register_buffer("basis", torch.cumprod(torch.cat([lv.new_ones(1), lv[:-1]]), 0), persistent=False)
+
+    @property
+    def size(self) -> int:
+        return int(self.levels.prod())
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lv = self.levels.to(z.dtype)
+        half = (lv - 1) * (1 + 1e-3) / 2
+        offset = (self.levels % 2 == 0).to(z.dtype) * 0.5
+        bounded = torch.tanh(z + torch.atanh(offset / half)) * half - offset
+        rounded = bounded + (bounded.round() - bounded).detach()
+        steps = rounded.detach().round().long() + self.levels // 2  # 0 .. levels - 1
+        return rounded / (self.levels // 2).to(z.dtype), (steps * self.basis).sum(-1)
+
+    def codes(self, ids: torch.Tensor) -> torch.Tensor:
+        """(...,) unit ids -> (..., D) the values :meth:`forward` gives for them."""
+        steps = ids[..., None] // self.basis % self.levels
+        return (steps - self.levels // 2).float() / (self.levels // 2).float()
+
+
+class FSQPreNet(nn.Module):
+    """(B, T, d) standardised features -> (B, T, D) scalars for :class:`FSQ`: a projection, residual
+    convolution blocks (kernel 3: 40 ms either side per block) and a projection to the D dimensions."""
+
+    def __init__(self, d_in: int, hidden: int, blocks: int, dims: int) -> None:
+        super().__init__()
+        self.inp = nn.Linear(d_in, hidden)
+        self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(blocks))
+        self.convs = nn.ModuleList(nn.Conv1d(hidden, hidden, 3, padding=1) for _ in range(blocks))
+        self.out = nn.Linear(hidden, dims)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        for norm, conv in zip(self.norms, self.convs):
+            h = h + conv(F.gelu(norm(h)).transpose(1, 2)).transpose(1, 2)
+        return self.out(h)
+
+
+class WhisperUnitTokenizer(nn.Module):
+    """16 kHz wave -> (T25,) int64 unit ids (see the module docstring).
+
+    ``fsq_levels`` (with ``fsq_hidden`` / ``fsq_blocks``) selects the FSQ quantiser; none selects k-means.
+    """
+
+    def __init__(self, cfg: UnitTokenizerConfig, fsq_levels: list[int] | None = None, fsq_hidden: int = 256,
+                 fsq_blocks: int = 2) -> None:
         super().__init__()
         self.cfg = cfg
         self.encoder = AudioEncoder(cfg.encoder_config(), frozen=True)
-        self.register_buffer("centroids", torch.zeros(cfg.num_units, cfg.d_model))
         self.register_buffer("mean", torch.zeros(cfg.d_model))
         self.register_buffer("std", torch.ones(cfg.d_model))
+        if fsq_levels is None:
+            self.register_buffer("centroids", torch.zeros(cfg.num_units, cfg.d_model))
+            self.fsq = None
+        else:
+            self.quantiser = FSQ(list(fsq_levels))
+            if self.quantiser.size != cfg.num_units:
+                raise UnitTokenizerError(f"FSQ levels {list(fsq_levels)} give {self.quantiser.size} units, "
+                                         f"the config says {cfg.num_units}")
+            self.fsq = FSQPreNet(cfg.d_model, fsq_hidden, fsq_blocks, len(fsq_levels))
 
     @torch.no_grad()
     def pooled_features(self, mel: torch.Tensor) -> torch.Tensor:
@@ -119,7 +191,9 @@ class WhisperUnitTokenizer(nn.Module):
         return (feats - self.mean) / self.std
 
     def assign(self, feats: torch.Tensor) -> torch.Tensor:
-        """(T, d) standardised features -> (T,) int64 index of the nearest centroid (squared L2)."""
+        """(T, d) standardised features -> (T,) int64 unit: the nearest centroid (squared L2) or the FSQ id."""
+        if self.fsq is not None:
+            return self.quantiser(self.fsq(feats[None]))[1][0]
         c = self.centroids
         dist = feats.square().sum(1, keepdim=True) - 2 * feats @ c.T + c.square().sum(1)  # (T, K)
         return dist.argmin(1)
@@ -136,13 +210,16 @@ class WhisperUnitTokenizer(nn.Module):
         state = {k: v.detach().clone() for k, v in self.state_dict().items()}
         for name in ("layer", "num_units", "heads", "ffn", "max_positions"):
             state[name] = torch.tensor(getattr(self.cfg, name), dtype=torch.int64)
+        if self.fsq is not None:
+            state["fsq_levels"] = self.quantiser.levels.clone()
         return state
 
     @classmethod
     def from_state(cls, state: dict[str, torch.Tensor]) -> WhisperUnitTokenizer:
         """Rebuild from :meth:`unit_state` (for instance read from a ``.safetensors`` file)."""
-        needed = ("layer", "num_units", "heads", "ffn", "max_positions", "centroids", "mean", "std",
-                  "encoder.conv1.weight")
+        scalars = ("layer", "num_units", "heads", "ffn", "max_positions", "fsq_levels")
+        fsq = "fsq_levels" in state
+        needed = scalars[:5] + ("mean", "std", "encoder.conv1.weight") + (("fsq.inp.weight",) if fsq else ("centroids",))
         missing = [k for k in needed if k not in state]
         if missing:
             raise UnitTokenizerError(f"not a unit tokenizer state: missing {missing}")
@@ -150,8 +227,12 @@ class WhisperUnitTokenizer(nn.Module):
         cfg = UnitTokenizerConfig(d_model=int(d_model), heads=int(state["heads"]), ffn=int(state["ffn"]),
                                   n_mels=int(n_mels), layer=int(state["layer"]),
                                   num_units=int(state["num_units"]), max_positions=int(state["max_positions"]))
-        model = cls(cfg)
-        weights = {k: v for k, v in state.items() if k not in ("layer", "num_units", "heads", "ffn", "max_positions")}
+        if fsq:
+            blocks = len({k.split(".")[2] for k in state if k.startswith("fsq.convs.")})
+            model = cls(cfg, state["fsq_levels"].tolist(), int(state["fsq.inp.weight"].shape[0]), blocks)
+        else:
+            model = cls(cfg)
+        weights = {k: v for k, v in state.items() if k not in scalars}
         try:
             model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=True)
         except RuntimeError as exc:
