@@ -48,7 +48,7 @@ from mgm_omni.eval.metrics import score_transcript
 from mgm_omni.checkpoint import load_into, load_state_dict
 from mgm_omni.generation.wave.frame_grid import FrameGrid
 from mgm_omni.generation.wave.hifigan_stack import HiFiGANToken2Wav, load_hifigan_vocoder
-from mgm_omni.generation.wave.regulated_flow import grid_mu
+from mgm_omni.generation.wave.regulated_flow import grid_mel, grid_mu
 from mgm_omni.generation.wave.stream_state import StreamSchedule
 from mgm_omni.models.flow import CausalFlow
 from mgm_omni.models.flow_config import FlowConfig
@@ -71,6 +71,7 @@ class GateConfig:
     unit_means: str | None = None  # flow item shards (units + mel per clip) to average the mel of each unit
     mu: bool = False  # score the flow encoder's mu straight to HiFi-GAN too
     resynthesis: bool = True  # False: no flow rendering (unit means alone; ``flow`` then only gives the vocoder)
+    sharpen: float | None = None  # also score resynthesis / mu with each bin's deviations from its mean x this
     flow_overrides: dict = field(default_factory=dict)  # n_timesteps / inference_cfg_rate at inference
     langs: list | None = None  # None: every language of the manifests
     reuse: str | None = None  # an earlier report (same judge): its flow-free columns are taken, not re-judged
@@ -100,6 +101,14 @@ def load_gate_flow(folder: str, overrides: dict) -> CausalFlow:
 
 
 FLOW_FREE = ("source", "vocoder", "unit_means")
+COLUMNS = ("source", "vocoder", "resynthesis", "mu", "unit_means", "resynthesis_sharp", "mu_sharp")
+
+
+def sharpen(mel: torch.Tensor, factor: float) -> torch.Tensor:
+    """(1, 80, F) log-mel with each bin's deviations from its mean over time scaled by ``factor`` (> 1 undoes
+    some of the smoothing a regression to the mean leaves; the bins' means are kept)."""
+    centre = mel.mean(-1, keepdim=True)
+    return centre + (mel - centre) * factor
 
 
 def reused_scores(cfg: GateConfig) -> dict[str, dict]:
@@ -216,6 +225,13 @@ def main(argv: list[str] | None = None) -> dict:
             with torch.inference_mode():
                 mel = grid_mu(flow, grid, prompt.tokens, ids.tolist())
                 waves["mu"] = resample(vocoder.vocode(mel)[0], 22050, 16000)
+        if cfg.sharpen is not None:
+            with torch.inference_mode():
+                mel = grid_mel(flow, grid, prompt.tokens, prompt.mel, prompt.xvector, ids.tolist())
+                waves["resynthesis_sharp"] = resample(vocoder.vocode(sharpen(mel, cfg.sharpen))[0], 22050, 16000)
+                if cfg.mu:
+                    mel = grid_mu(flow, grid, prompt.tokens, ids.tolist())
+                    waves["mu_sharp"] = resample(vocoder.vocode(sharpen(mel, cfg.sharpen))[0], 22050, 16000)
         if means is not None and "unit_means" not in rec:
             mel = means[ids[grid.token_of(torch.arange(grid.frames(len(ids))))]].T[None]  # (1, 80, F)
             with torch.inference_mode():
@@ -226,14 +242,13 @@ def main(argv: list[str] | None = None) -> dict:
             rec[name] = {"hyp": hyp, "errors": min(score.errors, score.word_count), "words": score.word_count}
         records.append(rec)
         print(f"{rec['id']} [{rec['lang']}] " + " ".join(
-            f"{k} {rec[k]['errors']}/{rec[k]['words']}" for k in ("source", "vocoder", "resynthesis", "mu", "unit_means")
-            if k in rec), file=sys.stderr)
+            f"{k} {rec[k]['errors']}/{rec[k]['words']}" for k in COLUMNS if k in rec), file=sys.stderr)
 
     totals = {}
     for lang in sorted({r["lang"] for r in records}):
         mine = [r for r in records if r["lang"] == lang]
         rates = {k: sum(r[k]["errors"] for r in mine) / max(1, sum(r[k]["words"] for r in mine))
-                 for k in ("source", "vocoder", "resynthesis", "mu", "unit_means") if k in mine[0]}
+                 for k in COLUMNS if k in mine[0]}
         totals[lang] = {**rates, "items": len(mine),
                         "passes": rates.get("resynthesis", float("inf")) <= cfg.ratio * max(rates["source"], 1e-9)}
     report = {"config": raw, "totals": totals, "seconds": round(time.perf_counter() - started, 1),
@@ -248,6 +263,7 @@ if __name__ == "__main__":
     for lang, t in r["totals"].items():
         means = f"  mu {t['mu']:.3f}" if "mu" in t else ""
         means += f"  unit means {t['unit_means']:.3f}" if "unit_means" in t else ""
+        means += "".join(f"  {k} {t[k]:.3f}" for k in ("resynthesis_sharp", "mu_sharp") if k in t)
         resynth = f"  resynthesis {t['resynthesis']:.3f}" if "resynthesis" in t else ""
         print(f"{lang}: source {t['source']:.3f}  vocoder {t['vocoder']:.3f}{resynth}"
               f"{means}  ({t['items']} items) {'PASS' if t['passes'] else 'FAIL'}", file=sys.stderr)

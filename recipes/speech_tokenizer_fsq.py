@@ -6,7 +6,7 @@ that the units must carry the phonemes (the issue's "small learned VQ/FSQ bottle
 on transcripts"):
 
     Whisper-base layer L (frozen, pooled to 25 Hz) -> standardise -> pre-net (convolutions) -> FSQ (K units)
-      -> [training only] a BiLSTM decoder -> CTC over the G2P phonemes (two CTC frames per unit)
+      -> [training only] a convolutional decoder -> CTC over the G2P phonemes (two CTC frames per unit)
       -> [training only] a small convolutional head -> the clip's 25 Hz log-mel (L1), which keeps the units
          local and acoustic, what the flow needs.
 
@@ -21,7 +21,9 @@ float16 features: for a gate, not for shipping, where the tokenizer runs on the 
         --minutes 25 --out outputs/ctc_units/unit_tokenizer.safetensors --units-out outputs/ctc_units/units
 
 The report (``<out>.json``) has the loss history, the greedy-CTC phoneme error rate (PER) of the training
-decoder per split and language, and how many of the K units are used and how evenly (perplexity).
+decoder per split and language, how many of the K units are used and how evenly (perplexity), and how
+predictable a unit is from the one before (``next_unit_bits``: the bigram conditional entropy, in-sample;
+``repeats``: the share of units equal to the one before), which is what the SpeechLM has to predict.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mgm_omni.models.unit_tokenizer import WhisperUnitTokenizer  # noqa: E402
+from mgm_omni.models.unit_tokenizer import FSQPreNet, WhisperUnitTokenizer  # noqa: E402
 from mgm_omni.training.unit_shards import write_units  # noqa: E402
 from recipes.mouth_unit_probe import edit_distance, greedy  # noqa: E402
 from recipes.speech_tokenizer import TokenizerSection, whisper_encoder  # noqa: E402
@@ -70,30 +72,30 @@ class Split:
 
 
 class Trainer(nn.Module):
-    """Pre-net + FSQ (the tokenizer's own modules) with the training-only CTC decoder and mel head."""
+    """Pre-net + FSQ (the tokenizer's own modules) with the training-only CTC decoder and mel head.
+
+    The CTC decoder is convolutional (3 blocks of kernel 5: +-6 units, 240 ms): a BiLSTM decoder sat at the CTC
+    plateau for 400 steps here, the convolutions left it after about 100."""
 
     def __init__(self, tok: WhisperUnitTokenizer, n_phones: int, dim: int = 256) -> None:
         super().__init__()
         self.tok = tok
         dims = len(tok.quantiser.levels)
-        self.dec_in = nn.Linear(dims, dim)
-        self.lstm = nn.LSTM(dim, dim, num_layers=2, batch_first=True, bidirectional=True)
-        self.ctc_out = nn.Linear(2 * dim, 2 * (n_phones + 1))
+        self.decoder = FSQPreNet(dims, dim, 3, 2 * (n_phones + 1), kernel=5)  # its output: CTC logits
         self.n_out = n_phones + 1
         self.mel_conv1 = nn.Conv1d(dims, 128, 3, padding=1)
         self.mel_conv2 = nn.Conv1d(128, 80, 3, padding=1)
 
     def forward(self, x: torch.Tensor):
-        """(B, T, d) standardised features -> CTC log-probs (B, 2T, P + 1), mel (B, T, 80), ids (B, T) and
-        the bound penalty: the pre-net's outputs beyond +-2.5, where the FSQ tanh saturates. Without it they
+        """(B, T, d) standardised features -> CTC log-probs (B, 2T, P + 1), mel (B, T, 80), ids (B, T),
+        the pre-net's output z (B, T, D) and the bound penalty: the pre-net's outputs beyond +-2.5, where the FSQ tanh saturates. Without it they
         grow within a few dozen steps, every unit sits at a corner and no gradient comes back (seen here: the
         losses stalled at chance for 350 steps)."""
         z = self.tok.fsq(x)
         codes, ids = self.tok.quantiser(z)
-        h, _ = self.lstm(self.dec_in(codes))
-        logp = self.ctc_out(h).view(x.shape[0], -1, self.n_out).log_softmax(-1)
+        logp = self.decoder(codes).view(x.shape[0], -1, self.n_out).log_softmax(-1)
         mel = self.mel_conv2(F.gelu(self.mel_conv1(codes.transpose(1, 2)))).transpose(1, 2)
-        return logp, mel, ids, (z.abs() - 2.5).clamp_min(0).square().mean()
+        return logp, mel, ids, (z.abs() - 2.5).clamp_min(0).square().mean(), z
 
 
 def batches(lengths: list[int], max_frames: int, rng: random.Random) -> list[list[int]]:
@@ -126,23 +128,31 @@ def evaluate(model: Trainer, split: Split, max_items: int) -> dict:
     model.eval()
     errors: dict[str, list[int]] = {}
     used = torch.zeros(model.tok.cfg.num_units)
+    pairs = torch.zeros(model.tok.cfg.num_units ** 2)
     by_lang: dict[str, list[int]] = {}
     for i, lang in enumerate(split.langs):
         by_lang.setdefault(lang, []).append(i)
     picked = [i for ids in by_lang.values() for i in ids[:: max(1, len(ids) // max_items)][:max_items]]
     for i in picked:
         x, _, phones = split.clip(i)
-        logp, _, ids, _ = model(model.tok.standardise(x)[None])
+        logp, _, ids, _, _ = model(model.tok.standardise(x)[None])
         hyp = greedy(logp[0], 2 * len(x))
         e = errors.setdefault(split.langs[i], [0, 0])
         e[0] += edit_distance(hyp, phones)
         e[1] += len(phones)
         used += torch.bincount(ids[0], minlength=used.numel()).float()
+        seq = ids[0]
+        pairs += torch.bincount(seq[:-1] * len(used) + seq[1:], minlength=pairs.numel()).float()
     model.train()
     p = used / used.sum()
     nz = p[p > 0]
+    joint = pairs.view(len(used), len(used))
+    cond = joint / joint.sum(1, keepdim=True).clamp_min(1)
+    seen = joint > 0
+    next_bits = float(-(joint[seen] * cond[seen].log2()).sum() / joint.sum())
     return {"per": {lang: round(e[0] / max(1, e[1]), 4) for lang, e in errors.items()},
-            "units_used": int((used > 0).sum()), "perplexity": round(float(torch.exp(-(nz * nz.log()).sum())), 1)}
+            "units_used": int((used > 0).sum()), "perplexity": round(float(torch.exp(-(nz * nz.log()).sum())), 1),
+            "next_unit_bits": round(next_bits, 2), "repeats": round(float(joint.diagonal().sum() / joint.sum()), 3)}
 
 
 def main(argv=None) -> None:
@@ -154,10 +164,11 @@ def main(argv=None) -> None:
     ap.add_argument("--blocks", type=int, default=2)
     ap.add_argument("--mel-weight", type=float, default=1.0)
     ap.add_argument("--bound-weight", type=float, default=1.0)
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--smooth-weight", type=float, default=0.0)  # squared change of z from one unit to the next
+    ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--minutes", type=float, default=20.0)
     ap.add_argument("--max-steps", type=int, default=None)
-    ap.add_argument("--max-frames", type=int, default=6000)
+    ap.add_argument("--max-frames", type=int, default=4000)
     ap.add_argument("--eval-items", type=int, default=150)  # per language
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, required=True)
@@ -197,14 +208,17 @@ def main(argv=None) -> None:
         for group in batches([lengths[i] for i in keep], args.max_frames, rng):
             idx = [keep[i] for i in group]
             xb, mel, lens, tgt, tlen = collate(train, idx, tok, mel_stats)
-            logp, mel_hat, _, bound = model(xb)
+            logp, mel_hat, _, bound, z = model(xb)
+            step_mask = (torch.arange(1, xb.shape[1])[None] < lens[:, None]).unsqueeze(-1)
+            smooth = ((z[:, 1:] - z[:, :-1]).square() * step_mask).sum() / (step_mask.sum() * z.shape[-1])
             loss_ctc = ctc(logp.transpose(0, 1), tgt, 2 * lens, tlen)
             mask = (torch.arange(xb.shape[1])[None] < lens[:, None]).unsqueeze(-1)
             loss_mel = ((mel_hat - mel).abs() * mask).sum() / (mask.sum() * 80)
-            loss = loss_ctc + args.mel_weight * loss_mel + args.bound_weight * bound
+            loss = loss_ctc + args.mel_weight * loss_mel + args.bound_weight * bound + args.smooth_weight * smooth
             elapsed = time.perf_counter() - start
-            for g in opt.param_groups:  # warm-up 100 steps, then cosine over the time budget
-                g["lr"] = args.lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(1.0, elapsed / budget)))
+            progress = step / args.max_steps if args.max_steps else elapsed / budget
+            for g in opt.param_groups:  # warm-up 100 steps, then cosine over the steps (or the time budget)
+                g["lr"] = args.lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(params, 1.0)
@@ -218,6 +232,7 @@ def main(argv=None) -> None:
                 done = True
                 break
     report = {"features": str(args.features), "layer": args.layer, "levels": args.levels, "steps": step,
+              "weights": {"mel": args.mel_weight, "bound": args.bound_weight, "smooth": args.smooth_weight},
               "minutes": round((time.perf_counter() - start) / 60, 1), "threads": args.threads,
               "eval": {name: evaluate(model, s, args.eval_items) for name, s in splits.items()},
               "history": history}

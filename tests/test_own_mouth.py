@@ -6,6 +6,8 @@ is checked by its checksums; greedy synthesis is deterministic and as long as it
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import shutil
 
@@ -83,6 +85,18 @@ def test_first_packet_after_one_small_hop(pipe):
     packet = t2w.push(state, [2])
     frames = t2w.grid.frames(voice.n_tokens + hop) - t2w.grid.frames(voice.n_tokens)
     assert len(packet) == 1 and packet[0].shape == ((frames - t2w.config.right_frames) * HOP,)
+    # a short first vocoder call (stack.json first_piece_frames): the first audio is 4 frames, yielded before
+    # the rest of the hop is vocoded, and the hop's audio is the same
+    saved = t2w.config
+    t2w.config = dataclasses.replace(saved, first_piece_frames=4)
+    try:
+        state = t2w.start(voice, StreamSchedule(grid=5, first_hop=5, max_hop=20))
+        pieces = t2w.push_iter(state, [1] * (hop + 2) + [2])
+        head = next(pieces)
+        assert head.shape == (4 * HOP,) and state.emitted == 4 * HOP  # nothing else vocoded yet
+        assert np.array_equal(np.concatenate([head, *pieces]), packet[0])
+    finally:
+        t2w.config = saved
 
 
 def test_stack_refuses_a_schedule_off_its_grid_and_bad_tokens(pipe):

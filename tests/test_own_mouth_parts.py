@@ -143,6 +143,22 @@ def test_universal_hifigan_streams_as_one_call():
     assert np.abs(np.concatenate(pieces) - whole).max() < 1e-3
     with pytest.raises(ValueError, match="max_frames"):
         HopVocoder(vocoder, left_frames=12, right_frames=12, max_frames=24)
+    # a short first call: the first audio comes after 10 frames' call, every later call is a whole piece, and the
+    # wave is the same; each call's audio is yielded before the next call is made
+    first = HopVocoder(vocoder, left_frames=12, right_frames=12, first_piece=10)
+    calls.clear()
+    vocoder.vocode = lambda m: calls.append(m.shape[2]) or real_vocode(m)
+    try:
+        gen = first.pieces(mel[:, :, :60])
+        head = next(gen)
+        assert head.shape[0] == 10 * 256 and calls == [22]  # 10 frames + 12 of right context, nothing more yet
+        rest = [head, *gen, first.push(mel[:, :, 60:], final=True)]
+    finally:
+        del vocoder.vocode
+    assert [p.shape[0] // 256 for p in rest] == [10, 38, 24]  # only the stream's first call is short
+    assert np.abs(np.concatenate(rest) - whole).max() < 1e-3
+    with pytest.raises(ValueError, match="first_piece"):
+        HopVocoder(vocoder, left_frames=12, right_frames=12, first_piece=0)
     stream.reset()
     short = HopVocoder(vocoder, left_frames=2, right_frames=2)  # less context than the receptive field
     cut = np.concatenate([short.push(mel[:, :, :36]), short.push(mel[:, :, 36:], final=True)])

@@ -91,7 +91,7 @@ def test_fsq_units_learn_to_carry_the_phonemes_through_ctc():
         batch = train[(step * 8) % 64:(step * 8) % 64 + 8]
         x = torch.nn.utils.rnn.pad_sequence([c[0] for c in batch], batch_first=True)
         lens = torch.tensor([len(c[0]) for c in batch])
-        logp, _, ids, bound = model(x)
+        logp, _, ids, bound, _ = model(x)
         loss = ctc(logp.transpose(0, 1), torch.tensor([p for c in batch for p in c[1]]), 2 * lens,
                    torch.tensor([len(c[1]) for c in batch])) + bound
         opt.zero_grad()

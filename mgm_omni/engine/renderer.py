@@ -106,11 +106,11 @@ class StreamRenderer:
                 job.finish(error)
                 continue
             try:
-                chunks = job.stream.render(tokens)
-                if ended:
-                    chunks += job.stream.finish()
-                for chunk in chunks:
+                for chunk in job.stream.render_iter(tokens):  # each vocoder call's audio as it is made
                     job.put_audio(chunk)
+                if ended:
+                    for chunk in job.stream.finish():
+                        job.put_audio(chunk)
                 if ended:
                     job.finish()
             except Exception as exc:

@@ -206,7 +206,7 @@ def lockstep(text_steps: Iterator[TextStep], track: SpeechTrack | None = None, s
             continue
         event = track.step()
         if speech is not None:
-            for samples in speech.push(event):
+            for samples in speech.push_iter(event):
                 yield audio(samples)
     if speech is not None and track is not None:
         for samples in speech.finish():

@@ -38,6 +38,7 @@ from mgm_omni.generation.speech.generator import SpeechGenerator, SpeechRequest,
 from mgm_omni.generation.speech_stream import SpeechStream
 from mgm_omni.generation.voice import Voice, VoiceError, shipped_voice
 from mgm_omni.generation.wave.assets import find_cosyvoice_dir, load_token2wav
+from mgm_omni.generation.wave.token2wav import drained
 from mgm_omni.generation.wave.frontends import voice_frontend
 from mgm_omni.generation.wave.hifigan_stack import load_hifigan_stack
 from mgm_omni.generation.wave.ref_transcript import transcribe_reference
@@ -164,7 +165,7 @@ class TTSPipeline:
                 tokens = speech.extract(event)
                 if on_row is not None:
                     on_row(StreamedRow(event, tokens))
-                yield from _handed_out(speech.render(tokens), result)
+                yield from _handed_out(speech.render_iter(tokens), result)  # each vocoder call's audio at once
             yield from _handed_out(speech.finish(), result)
             done = True
         finally:
@@ -202,12 +203,12 @@ def load_mouth(model_dir: str | os.PathLike, config: DecodeConfig | None = None,
     return generator, token2wav
 
 
-def _handed_out(chunks: list[np.ndarray], result: TTSResult) -> Iterator[np.ndarray]:
-    """Yield the chunks, counting them into ``result``; each leaves the list before it is yielded, so once
-    the caller lets go of it nothing here keeps it alive while the next ones are made."""
-    chunks.reverse()
-    while chunks:
-        chunk = chunks.pop()
+def _handed_out(chunks: list[np.ndarray] | Iterator[np.ndarray], result: TTSResult) -> Iterator[np.ndarray]:
+    """Yield the chunks, counting them into ``result``; each leaves the list (or iterator) before it is
+    yielded, so once the caller lets go of it nothing here keeps it alive while the next ones are made."""
+    if isinstance(chunks, list):
+        chunks = drained(chunks)
+    for chunk in chunks:
         result.samples += chunk.shape[0]
         yield chunk
 

@@ -17,7 +17,7 @@ own fields of :class:`StreamStats`.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -90,13 +90,24 @@ class SpeechStream:
 
     def render(self, tokens: Sequence[int]) -> list[np.ndarray]:
         """The audio chunks that ``tokens`` complete (float32 at the mouth's sample rate)."""
+        return list(self.render_iter(tokens))
+
+    def render_iter(self, tokens: Sequence[int]) -> Iterator[np.ndarray]:
+        """:meth:`render`, each chunk as soon as the renderer makes it (the first audio of a stream waits for
+        the first vocoder call only, not the whole first hop). Consume it all before the next call."""
         self.stats.tokens += len(tokens)
         if self.state is None or not tokens:
-            return []
-        start = time.perf_counter()
-        with torch.inference_mode():
-            chunks = self.token2wav.push(self.state, tokens)
-        return self._delivered(chunks, start)
+            return iter(())
+        return self._rendered(self.token2wav.push_iter(self.state, tokens))
+
+    def _rendered(self, chunks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        while True:
+            start = time.perf_counter()
+            with torch.inference_mode():
+                chunk = next(chunks, None)
+            if chunk is None:
+                return
+            yield from self._delivered([chunk], start)
 
     def finish(self) -> list[np.ndarray]:
         """Render every remaining token and the withheld tail; the stream is closed afterwards."""
@@ -115,6 +126,10 @@ class SpeechStream:
     def push(self, event: RowEvent) -> list[np.ndarray]:
         """:meth:`extract` then :meth:`render` (one thread)."""
         return self.render(self.extract(event))
+
+    def push_iter(self, event: RowEvent) -> Iterator[np.ndarray]:
+        """:meth:`extract` then :meth:`render_iter` (one thread)."""
+        return self.render_iter(self.extract(event))
 
     def _delivered(self, chunks: list[np.ndarray], start: float) -> list[np.ndarray]:
         now = time.perf_counter()

@@ -117,13 +117,14 @@ class FSQ(nn.Module):
 
 class FSQPreNet(nn.Module):
     """(B, T, d) standardised features -> (B, T, D) scalars for :class:`FSQ`: a projection, residual
-    convolution blocks (kernel 3: 40 ms either side per block) and a projection to the D dimensions."""
+    convolution blocks (pre-norm, GELU; kernel 3: one unit, 40 ms, either side per block) and a projection to
+    the D dimensions. The FSQ tokenizer's training recipe uses the same stack as its decoder."""
 
-    def __init__(self, d_in: int, hidden: int, blocks: int, dims: int) -> None:
+    def __init__(self, d_in: int, hidden: int, blocks: int, dims: int, kernel: int = 3) -> None:
         super().__init__()
         self.inp = nn.Linear(d_in, hidden)
         self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(blocks))
-        self.convs = nn.ModuleList(nn.Conv1d(hidden, hidden, 3, padding=1) for _ in range(blocks))
+        self.convs = nn.ModuleList(nn.Conv1d(hidden, hidden, kernel, padding=kernel // 2) for _ in range(blocks))
         self.out = nn.Linear(hidden, dims)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -59,15 +59,23 @@ class HiFiGANStackConfig:
         left_frames: earlier mel frames vocoded in front of each call's new frames.
         right_frames: frames withheld at the end of a non-final call until their right context arrives.
         offline_attention: ``"chunked"`` (offline = streaming) or ``"full"`` for short offline renders.
+        first_piece_frames: a stream's first vocoder call emits at most this many frames (``None``: a whole
+            piece), so the first audio waits for a short call, not the whole first hop (the rest of the hop
+            follows at once; the audio is the same). 32 frames = 0.37 s at 22.05 kHz. Measured with the shipped
+            mouth (2 threads of the 2-core AMD EPYC, bfloat16 vocoder, prompt prefilled, median of 3): first
+            audio 0.362-0.386 s with a whole piece, 0.263 s with 32 frames, 0.239 s with 16.
     """
 
     left_frames: int = 12
     right_frames: int = 12
     offline_attention: str = "chunked"
+    first_piece_frames: int | None = 32
 
     def __post_init__(self) -> None:
         if self.left_frames < 0 or self.right_frames < 0:
             raise CheckpointError("stack.json: left_frames and right_frames must be >= 0")
+        if self.first_piece_frames is not None and self.first_piece_frames < 1:
+            raise CheckpointError("stack.json: first_piece_frames must be >= 1 or null")
         if self.offline_attention not in ("chunked", "full"):
             raise CheckpointError(f"stack.json: offline_attention must be 'chunked' or 'full', "
                                   f"got {self.offline_attention!r}")
@@ -150,7 +158,8 @@ class HiFiGANToken2Wav:
             flow = self._flow_stream(prompt, schedule.left_chunks)
         except ValueError as exc:
             raise Token2WavError(str(exc)) from None
-        vocoder = HopVocoder(self.vocoder, self.config.left_frames, self.config.right_frames)
+        vocoder = HopVocoder(self.vocoder, self.config.left_frames, self.config.right_frames,
+                             first_piece=self.config.first_piece_frames)
         state = GridStreamState(prompt, schedule, flow, vocoder)
         state.reset()
         return state
@@ -173,23 +182,29 @@ class HiFiGANToken2Wav:
 
     def push(self, state: GridStreamState, tokens: Iterable[int]) -> list[np.ndarray]:
         """Add tokens; return the audio chunks (float32, at ``sample_rate``) that became ready."""
+        return list(self.push_iter(state, tokens))
+
+    def push_iter(self, state: GridStreamState, tokens: Iterable[int]) -> Iterator[np.ndarray]:
+        """:meth:`push`, each vocoder call's audio yielded as soon as it is made (consume it all before the
+        next push). The tokens are checked and added before anything is rendered."""
         if state.finished:
             raise Token2WavError("stream already flushed; call reset() to start a new one")
-        new = self._checked(tokens)
-        state.tokens.extend(new)
-        out = []
+        state.tokens.extend(self._checked(tokens))
+        return self._hops(state)
+
+    def _hops(self, state: GridStreamState) -> Iterator[np.ndarray]:
         sched = state.schedule
         while len(state.tokens) >= state.hop + sched.lookahead:
             hop = state.hop
             mel = state.flow.render(state.tokens[:hop], state.tokens[hop:hop + sched.lookahead])
             del state.tokens[:hop]
             state.consumed += hop
-            chunk = self._vocode(state, mel, final=False)
-            if chunk.size:
-                out.append(chunk)
             state.hop = min(hop * sched.hop_growth, sched.max_hop)
             state.hop += (-state.hop) % sched.grid
-        return out
+            for chunk in state.vocoder.pieces(mel, final=False):
+                state.emitted += chunk.shape[0]
+                if chunk.size:
+                    yield chunk
 
     def flush(self, state: GridStreamState) -> np.ndarray:
         """Render every remaining token (and the withheld frames) and close the stream."""
@@ -210,7 +225,7 @@ class HiFiGANToken2Wav:
         state = self.start(prompt, schedule)
         for item in tokens:
             group = item if isinstance(item, (list, tuple, np.ndarray, torch.Tensor)) else [item]
-            yield from self.push(state, group)
+            yield from self.push_iter(state, group)
         tail = self.flush(state)
         if tail.size:
             yield tail

@@ -17,6 +17,8 @@ at 136-160 frames, 8.3 ms at 400-712), so pieces of 160 cost no more than one lo
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 
@@ -32,38 +34,58 @@ class HopVocoder:
     emits all but the last ``right_frames`` (their right context comes with the next push; the final push
     emits everything), in calls of at most ``max_frames`` frames (``None``: one call per push). With both
     contexts at least the generator's receptive field the emitted wave is one call's.
+
+    ``first_piece``: the stream's first call emits at most this many frames, so its first audio comes after a
+    short call (:meth:`pieces` yields each call's audio as it is made); the rest of that push follows at once,
+    in calls of the usual size. The context makes the audio the same as without it.
     """
 
     def __init__(self, vocoder: HiFiGANGenerator, left_frames: int, right_frames: int,
-                 max_frames: int | None = MAX_CALL_FRAMES) -> None:
+                 max_frames: int | None = MAX_CALL_FRAMES, first_piece: int | None = None) -> None:
         if max_frames is not None and max_frames <= left_frames + right_frames:
             raise ValueError(f"max_frames ({max_frames}) must exceed left_frames + right_frames "
                              f"({left_frames} + {right_frames})")
+        if first_piece is not None and first_piece < 1:
+            raise ValueError(f"first_piece must be >= 1 frame, got {first_piece}")
         self.vocoder, self.left_frames, self.right_frames = vocoder, left_frames, right_frames
         # frames emitted per vocoder call: the rest of a call is context
         self.piece = None if max_frames is None else max_frames - left_frames - right_frames
+        self.first_piece = first_piece
         self.hop = vocoder.cfg.hop_size
         self.reset()
 
     def reset(self) -> None:
         self.mel: torch.Tensor | None = None  # (1, 80, left + withheld): what the next push still needs
         self.left = 0  # frames of ``mel`` already emitted (left context only)
+        self.started = False  # whether a call has emitted frames yet
 
-    @torch.inference_mode()
     def push(self, mel_new: torch.Tensor, final: bool = False) -> np.ndarray:
         """(1, 80, f) new frames -> float32 samples of the frames whose right context is complete."""
-        mel = mel_new if self.mel is None else torch.cat([self.mel, mel_new], dim=2)
+        return np.concatenate([np.zeros(0, np.float32), *self.pieces(mel_new, final)])
+
+    def pieces(self, mel_new: torch.Tensor, final: bool = False) -> Iterator[np.ndarray]:
+        """:meth:`push` one vocoder call at a time: each call's samples as soon as they are made. The stream
+        state moves on before the first call, so the next push may follow once these are consumed."""
+        with torch.inference_mode():
+            mel = mel_new if self.mel is None else torch.cat([self.mel, mel_new], dim=2)
+            n = mel.shape[2]
+            stop = n if final else max(self.left, n - self.right_frames)  # frames [self.left, stop) are emitted
+            left = self.left
+            keep = max(0, stop - self.left_frames)
+            self.mel = None if final else mel[:, :, keep:].clone()
+        self.left = stop - keep
+        first = not self.started and stop > left
+        self.started = self.started or stop > left
+        return self._calls(mel, left, stop, first)
+
+    @torch.inference_mode()
+    def _calls(self, mel: torch.Tensor, left: int, stop: int, first: bool) -> Iterator[np.ndarray]:
         n = mel.shape[2]
-        stop = n if final else max(self.left, n - self.right_frames)  # frames [self.left, stop) are emitted
-        pieces, left = [np.zeros(0, np.float32)], self.left
         while stop > left:  # frames [left, end) from one call over [lo, hi): their context on both sides
-            end = stop if self.piece is None else min(stop, left + self.piece)
+            piece = self.first_piece if first and self.first_piece is not None else self.piece
+            first = False
+            end = stop if piece is None else min(stop, left + piece)
             lo, hi = max(0, left - self.left_frames), n if end == n else min(n, end + self.right_frames)
             wave = self.vocoder.vocode(mel[:, :, lo:hi])[0]
-            pieces.append(wave[(left - lo) * self.hop: (end - lo) * self.hop].float().numpy())
+            yield wave[(left - lo) * self.hop: (end - lo) * self.hop].float().numpy()
             left = end
-        chunk = np.concatenate(pieces)
-        keep = max(0, stop - self.left_frames)
-        self.mel = None if final else mel[:, :, keep:].clone()
-        self.left = stop - keep
-        return chunk

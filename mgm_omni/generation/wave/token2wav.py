@@ -86,6 +86,11 @@ class Token2Wav:
             self._advance(state)
         return out
 
+    def push_iter(self, state: StreamState, tokens: Iterable[int]) -> Iterator[np.ndarray]:
+        """:meth:`push` as an iterator (the common interface with the own mouth's stack, which yields each
+        vocoder call as it is made; here a hop is one HiFT call, so the chunks come as :meth:`push` makes them)."""
+        return drained(self.push(state, tokens))
+
     def flush(self, state: StreamState) -> np.ndarray:
         """Render every remaining token (and the withheld tail) and close the stream."""
         if state.finished:
@@ -201,3 +206,11 @@ class Token2Wav:
         chunk = speech[0].float().numpy()
         state.emitted += chunk.shape[0]
         return chunk
+
+
+def drained(chunks: list[np.ndarray]) -> Iterator[np.ndarray]:
+    """The chunks in order, each leaving the list before it is yielded (nothing here keeps a chunk the
+    caller has let go of)."""
+    chunks.reverse()
+    while chunks:
+        yield chunks.pop()
