@@ -91,6 +91,7 @@ def load(units_dir: Path, corpus: Path, lang: str, max_seconds: float) -> dict[s
         if ids and 2 * len(units[r.id]) >= len(ids):
             out.setdefault(r.split, []).append((torch.from_numpy(units[r.id].astype(np.int64)), ids))
     out["n_phones"] = len(table)  # type: ignore[assignment]
+    out["table"] = table  # type: ignore[assignment]
     return out
 
 
@@ -141,6 +142,7 @@ def main(argv=None) -> None:
     ap.add_argument("--eval-items", type=int, default=300)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=ROOT / "outputs" / "unit_probe" / "report.json")
+    ap.add_argument("--save", type=Path, default=None, help="also save the probe (weights + phoneme table)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -148,7 +150,7 @@ def main(argv=None) -> None:
     data = load(args.units, args.corpus, args.lang, args.max_seconds)
     train = data["train"]
     print(f"{len(train)} train items; " + ", ".join(f"{k}: {len(v)}" for k, v in data.items()
-                                                    if k not in ("train", "n_phones")), flush=True)
+                                                    if k not in ("train", "n_phones", "table")), flush=True)
     model = Probe(args.n_units, data["n_phones"])
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
     ctc = nn.CTCLoss(zero_infinity=True)
@@ -179,6 +181,8 @@ def main(argv=None) -> None:
               "history": history}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
+    if args.save is not None:
+        torch.save({"state": model.state_dict(), "table": data["table"], "n_units": args.n_units}, args.save)
     print(json.dumps({k: v for k, v in report.items() if k != "history"}, indent=1))
 
 
