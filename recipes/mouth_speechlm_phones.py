@@ -32,6 +32,24 @@ sys.path.insert(0, str(ROOT))
 from recipes.mouth_unit_probe import Probe, edit_distance, greedy  # noqa: E402
 
 
+def split_items(rows: list[dict], split: str) -> list[dict]:
+    """EN utterances of 2-8 s of ``split``, one per speaker in turn, each with another 3-15 s clip of its speaker."""
+    pool = [r for r in rows if r.get("split") == split and r["lang"] == "en" and r.get("kind") == "utterance"]
+    by_speaker: dict[str, list[dict]] = {}
+    for r in sorted(pool, key=lambda r: r["id"]):
+        by_speaker.setdefault(r["speaker"], []).append(r)
+    items, turn = [], 0
+    while any(len(v) > turn for v in by_speaker.values()) and turn < 50:
+        for clips in by_speaker.values():
+            if len(clips) <= turn or not 2.0 <= clips[turn]["duration"] <= 8.0:
+                continue
+            prompt = next((c for c in clips if c is not clips[turn] and 3.0 <= c["duration"] <= 15.0), None)
+            if prompt is not None:
+                items.append({"id": clips[turn]["id"], "text": clips[turn]["text"], "prompt_id": prompt["id"]})
+        turn += 1
+    return items
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--probe", type=Path, required=True)
@@ -39,6 +57,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--report", type=Path, default=ROOT / "outputs" / "mouth_eval" / "report.json",
                     help="a mouth_eval report: its items (sentence, source clip, prompt clip) are reused")
     ap.add_argument("--manifest", type=Path, default=Path("/work/corpus/manifest.jsonl"))
+    ap.add_argument("--split", default=None,
+                    help="take the sentences from this manifest split instead of the report (e.g. train: sentences "
+                         "and voices the SpeechLM was trained on), each cloning another clip of its speaker")
     ap.add_argument("--n", type=int, default=20)
     ap.add_argument("--temperature", type=float, default=0.3)
     ap.add_argument("--top-k", type=int, default=50)
@@ -63,7 +84,11 @@ def main(argv=None) -> dict:
     for line in args.manifest.read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
         rows[row["id"]] = {**row, "path": str(args.manifest.parent / row["audio"])}
-    items = [it for it in json.loads(args.report.read_text(encoding="utf-8"))["items"] if it["lang"] == "en"][:args.n]
+    if args.split is None:
+        items = [it for it in json.loads(args.report.read_text(encoding="utf-8"))["items"] if it["lang"] == "en"]
+    else:
+        items = split_items(list(rows.values()), args.split)
+    items = items[:args.n]
     pipe = TTSPipeline.load(args.model, temperature=args.temperature, top_k=args.top_k, seed=0,
                             max_rows=400)
     frontend = voice_frontend(pipe.mouth, args.model)
