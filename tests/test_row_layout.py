@@ -106,6 +106,25 @@ def test_training_loss_equals_the_decoders_step_by_step_loss():
     assert torch.allclose(loss_speech, decoded, atol=1e-5)
 
 
+def test_text_loss_weight_scales_only_the_text_term():
+    from mgm_omni.training.speechlm_objective import SpeechLMObjective
+
+    cfg = SpeechLMConfig(vocab_size=50 + K * 40, tokenizer_text_size=50, tokenizer_speech_size=40,
+                         speech_token_count=K, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=8, tts_adapter_config="(1,32,4_2,48)")
+    model = random_speech_lm(cfg, seed=3)
+    rows, labels = RowLayout(IDS, K, P).sequence(PROMPT, _utterance())
+    batch = {"rows": rows[None], "labels": labels[None], "rows_lengths": torch.tensor([rows.shape[0]])}
+    with torch.no_grad():
+        official, n = SpeechLMObjective(model)(batch)
+        obj = SpeechLMObjective(model, text_weight=0.25)
+        weighted, n2 = obj(batch)
+    text, speech = obj.last["loss_text"], obj.last["loss_speech"]
+    assert n == n2 > 0 and text > 0 and speech > 0
+    assert abs(float(official / n) - (text + speech)) < 1e-4  # 1.0: CE_text + CE_speech, as the official
+    assert abs(float(weighted / n) - (0.25 * text + speech)) < 1e-4
+
+
 def test_bad_chunks_are_refused():
     layout = RowLayout(IDS, K, P)
     with pytest.raises(LayoutError, match="control id"):

@@ -26,12 +26,14 @@ STAGES = ("stage1", "stage2")
 class SpeechLMObjective(nn.Module):
     """``forward(batch) -> (loss_sum, rows)`` over a padded batch of ``rows`` / ``labels`` (B, T, 1 + k).
 
-    Padding rows carry label -100 (nothing learned) and are masked out of attention.
+    Padding rows carry label -100 (nothing learned) and are masked out of attention. ``text_weight`` scales
+    ``CE_text`` (1.0: the official loss).
     """
 
-    def __init__(self, model: SpeechLM) -> None:
+    def __init__(self, model: SpeechLM, text_weight: float = 1.0) -> None:
         super().__init__()
         self.model = model
+        self.text_weight = text_weight
         self.last: dict[str, float] = {}
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,6 +42,8 @@ class SpeechLMObjective(nn.Module):
         pad_mask = torch.arange(rows.shape[1], device=rows.device)[None] < lengths[:, None]  # (B, T)
         h, g = self.model(rows, pad_mask=pad_mask)
         loss, loss_text, loss_speech = speech_lm_loss(self.model.text_logits(h), self.model.speech_logits(g), labels)
+        if self.text_weight != 1.0:
+            loss = self.text_weight * loss_text + loss_speech
         supervised = (labels[:, 1:] != IGNORE_INDEX).any(-1).sum()  # rows whose next row is learned
         self.last = {"loss_text": float(loss_text.detach()), "loss_speech": float(loss_speech.detach())}
         return loss * supervised, supervised

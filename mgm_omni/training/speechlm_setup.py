@@ -44,10 +44,15 @@ class SpeechLMModelSection:
     init_embed_std: float = 0.02  # fresh model: embedding / tied lm_head rows N(0, std)
     init_norm_jitter: float = 0.0  # fresh model: norm gains 1 + jitter N(0, 1)
     freeze_pretrained: bool = True  # stage 1 keeps the Qwen3 layers and text rows; false for a backbone from scratch
+    # weight of the next-text-token loss (1.0 = the official CE_text + CE_speech). A pretrained LLM keeps its text
+    # prediction for free; a small backbone from scratch spends about half its gradient on it.
+    text_loss_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if (self.config is None) == (self.init is None):
             raise ConfigError("model: give exactly one of 'config' (a fresh model) or 'init' (a SpeechLM directory)")
+        if self.text_loss_weight < 0:
+            raise ConfigError(f"model.text_loss_weight must be >= 0, got {self.text_loss_weight}")
 
 
 @dataclass
