@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from recipes.mouth_unit_probe import Probe, edit_distance, greedy  # noqa: E402
+from recipes.mouth_unit_probe import Probe, edit_distance, greedy, phonemes  # noqa: E402
 
 
 def split_items(rows: list[dict], split: str) -> list[dict]:
@@ -102,7 +102,7 @@ def main(argv=None) -> dict:
     totals = {"generated": [0, 0], "source": [0, 0]}
     records = []
     for it in items:
-        ref = [table.get(p, -1) for w in g2p(it["text"]) if not isinstance(w, str) for p in w]
+        ref = [table.get(p, -1) for p in phonemes(g2p, it["text"])]
         prompt = rows[it["prompt_id"]]
         pipe.voice = Voice.from_audio(prompt["path"], prompt["text"], frontend)
         generated: list[int] = []

@@ -53,6 +53,11 @@ class Probe(nn.Module):
         return self.out(h).view(units.shape[0], -1, self.n_out).log_softmax(-1)
 
 
+def phonemes(g2p, text: str) -> list[str]:
+    """The G2P phoneme symbols of ``text``, punctuation and pauses dropped."""
+    return [s for w in g2p(text) if not isinstance(w, str) for s in w]
+
+
 def edit_distance(a: list[int], b: list[int]) -> int:
     prev = list(range(len(b) + 1))
     for i, x in enumerate(a, 1):
@@ -86,8 +91,7 @@ def load(units_dir: Path, corpus: Path, lang: str, max_seconds: float) -> dict[s
     table: dict[str, int] = {}
     out: dict[str, list] = {}
     for r in rows:
-        phones = [s for w in g2p(r.text) if not isinstance(w, str) for s in w]
-        ids = [table.setdefault(p, len(table) + 1) for p in phones]
+        ids = [table.setdefault(p, len(table) + 1) for p in phonemes(g2p, r.text)]
         if ids and 2 * len(units[r.id]) >= len(ids):
             out.setdefault(r.split, []).append((torch.from_numpy(units[r.id].astype(np.int64)), ids))
     out["n_phones"] = len(table)  # type: ignore[assignment]

@@ -29,18 +29,13 @@ sys.path.insert(0, str(ROOT))
 from mgm_omni.audio import load_audio, log_mel  # noqa: E402
 from mgm_omni.models.unit_tokenizer import WhisperUnitTokenizer  # noqa: E402
 from mgm_omni.training.speechlm_rows import read_jsonl  # noqa: E402
+from recipes.mouth_unit_probe import phonemes  # noqa: E402
 from recipes.speech_tokenizer import TokenizerSection, whisper_encoder  # noqa: E402
-
-
-def phonemes(g2p, text: str) -> list[str]:
-    """The G2P phoneme symbols of ``text``, punctuation and pauses dropped."""
-    return [s for w in g2p(text) if not isinstance(w, str) for s in w]
 
 
 @torch.no_grad()
 def clip_features(tok: WhisperUnitTokenizer, wave: torch.Tensor, layers: list[int]):
     """(S,) 16 kHz wave -> {layer: (T25, d)}, (T25, n_mels) pooled log-mel; 30 s blocks concatenated."""
-    enc, cfg = tok.encoder, tok.cfg
     block = 30 * 16000
     out = {layer: [] for layer in layers}
     mels = []
@@ -48,14 +43,9 @@ def clip_features(tok: WhisperUnitTokenizer, wave: torch.Tensor, layers: list[in
         piece = wave[start:start + block]
         if piece.shape[0] < 640:
             continue
-        mel = log_mel(piece, cfg.mel)  # (n_mels, T100)
-        x = F.gelu(enc.conv1(mel[None]))
-        x = F.gelu(enc.conv2(x)).transpose(1, 2)
-        x = x + enc.embed_positions.weight[: x.shape[1]]
-        for i, layer in enumerate(enc.layers, 1):
-            x = layer(x)
-            if i in out:
-                out[i].append(F.avg_pool1d(x.transpose(1, 2), 2, 2)[0].T)
+        mel = log_mel(piece, tok.cfg.mel)  # (n_mels, T100)
+        for layer, feats in tok.pooled_layers(mel, layers).items():
+            out[layer].append(feats)
         t25 = out[layers[0]][-1].shape[0]
         m = F.avg_pool1d(mel[None], 4, 4, ceil_mode=True)[0].T[:t25]
         mels.append(F.pad(m, (0, 0, 0, t25 - m.shape[0]), mode="replicate") if m.shape[0] < t25 else m)

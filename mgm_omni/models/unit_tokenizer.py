@@ -160,6 +160,12 @@ class WhisperUnitTokenizer(nn.Module):
     @torch.no_grad()
     def pooled_features(self, mel: torch.Tensor) -> torch.Tensor:
         """(n_mels, T100) log-mel of at most 30 s -> (T25, d) layer-``layer`` features (not standardised)."""
+        return self.pooled_layers(mel, [self.cfg.layer])[self.cfg.layer]
+
+    @torch.no_grad()
+    def pooled_layers(self, mel: torch.Tensor, layers: list[int]) -> dict[int, torch.Tensor]:
+        """(n_mels, T100) log-mel of at most 30 s -> ``{layer: (T25, d)}`` pooled outputs of the given layers
+        (1-based, at most ``cfg.layer``), from one pass of the encoder."""
         enc = self.encoder
         x = mel.to(enc.conv1.weight)[None]  # (1, n_mels, T100)
         x = F.gelu(enc.conv1(x))
@@ -167,9 +173,12 @@ class WhisperUnitTokenizer(nn.Module):
         if x.shape[1] > self.cfg.max_positions:
             raise UnitTokenizerError(f"{x.shape[1]} encoder frames exceed the {self.cfg.max_positions} positions")
         x = x + enc.embed_positions.weight[: x.shape[1]]
-        for layer in enc.layers:
+        out = {}
+        for i, layer in enumerate(enc.layers, 1):
             x = layer(x)
-        return F.avg_pool1d(x.transpose(1, 2), 2, 2)[0].transpose(0, 1).float()  # (T25, d)
+            if i in layers:
+                out[i] = F.avg_pool1d(x.transpose(1, 2), 2, 2)[0].transpose(0, 1).float()  # (T25, d)
+        return out
 
     def features(self, wave16k: torch.Tensor) -> torch.Tensor:
         """(S,) 16 kHz float wave -> (T25, d) raw pooled features, 30 s blocks concatenated."""

@@ -41,9 +41,8 @@ class SpeechLMObjective(nn.Module):
         lengths = batch["rows_lengths"]
         pad_mask = torch.arange(rows.shape[1], device=rows.device)[None] < lengths[:, None]  # (B, T)
         h, g = self.model(rows, pad_mask=pad_mask)
-        loss, loss_text, loss_speech = speech_lm_loss(self.model.text_logits(h), self.model.speech_logits(g), labels)
-        if self.text_weight != 1.0:
-            loss = self.text_weight * loss_text + loss_speech
+        _, loss_text, loss_speech = speech_lm_loss(self.model.text_logits(h), self.model.speech_logits(g), labels)
+        loss = self.text_weight * loss_text + loss_speech  # 1.0: the official sum, exactly
         supervised = (labels[:, 1:] != IGNORE_INDEX).any(-1).sum()  # rows whose next row is learned
         self.last = {"loss_text": float(loss_text.detach()), "loss_speech": float(loss_speech.detach())}
         return loss * supervised, supervised

@@ -44,7 +44,8 @@ def run_speechlm_stage(stage_name: str, args: RecipeArgs) -> FitResult:
         seed_everything(train.seed, info.rank)
         speech_eos, rate = model.cfg.speech_eos, data_section.unit_rate
         result = fit(
-            SpeechLMObjective(model, model_section.text_loss_weight), rows, rows.lengths, RowCollate(), lambda m, batch: m(batch), train, info,
+            SpeechLMObjective(model, model_section.text_loss_weight), rows, rows.lengths, RowCollate(),
+            lambda m, batch: m(batch), train, info,
             resume=args.resume, config=raw, stop_after=args.stop_after, shard_classes=(DecoderLayer,),
             batch_stats=lambda b: {"items": len(b["rows"]), "audio_s": speech_seconds(b, speech_eos, rate)},
             step_metrics=lambda m: m.last,
