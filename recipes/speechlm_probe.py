@@ -6,7 +6,9 @@ runs on until a safeguard closes the chunk. For each item (``--split``, ``--lang
 item of the same speaker as the reference prompt (3-10 s), this prints the source and decoded unit counts,
 their ratio and how decoding ended; the summary line gives the median ratio and the share of clean ends.
 ``--heldout N`` also lays out N items of the split as training sequences and prints the teacher-forced speech
-loss and unit accuracy on them (the held-out counterpart of the training loss, independent of any vocoder).
+loss and unit accuracy on them (the held-out counterpart of the training loss, independent of any vocoder),
+the accuracy by row position since the target's first speech row, and with ``--wrong-text`` the loss of the
+same units laid out with another item's text: the gap between the two is how much the model reads its text.
 
     python recipes/speechlm_probe.py --config recipes/configs/speechlm_stage1_small.yaml [--checkpoint DIR]
     python recipes/speechlm_probe.py --model outputs/speechlm_stage1_small/model --config ...
@@ -66,29 +68,68 @@ def pick_items(manifest: str, split: str, lang: str, n: int, seed: int) -> list[
     return out
 
 
+POSITION_BUCKETS = (0, 8, 25, 50, 100, 200, 10**9)  # rows since the target's first speech row
+
+
 def heldout_loss(model: SpeechLM, frontend, data: SpeechLMDataSection, pairs: list[tuple[dict, dict]],
-                 units: dict) -> dict[str, float]:
-    """Teacher-forced speech cross-entropy and top-1 unit accuracy over held-out sequences (fp32)."""
+                 units: dict, wrong_text: bool = False) -> dict:
+    """Teacher-forced speech cross-entropy and top-1 unit accuracy over held-out sequences (fp32).
+
+    Accuracy is also given by row position since the target's first speech row (``by_position``). With
+    ``wrong_text`` every target is laid out a second time with the text of another item of the list (its own
+    units kept): a model that reads its text loses clearly more there (``wrong_text_loss``); one that has not
+    learnt the alignment predicts the units from their own history alone and loses about the same.
+    """
     spec = SequenceSpec(ChunkRules(sentence_min_text=data.sentence_min_text, max_text=data.max_text),
                         data.max_rows, data.filler_unit, data.unit_rate, data.max_reference_units)
     layout = RowLayout(SpecialIds.from_tokenizer(frontend, model.cfg), model.cfg.speech_token_count,
                        model.cfg.delay_rows)
-    nll, hits, count = 0.0, 0, 0
+
+    def score(target: dict, ref: dict, text_of: dict):
+        rows, labels = build_sequence(layout, frontend, model.cfg, {**target, "text": text_of["text"]},
+                                      units[target["id"]], ref, units[ref["id"]], spec)
+        _, g = model(rows[None])
+        logits = model.speech_logits(g)[0, :-1].float()  # (T-1, k, S)
+        gold = labels[1:, 1:]
+        keep = gold != IGNORE
+        labelled = keep.any(-1).nonzero().flatten()  # prompt rows are never labelled
+        target_start = int(labelled[0]) if len(labelled) else 0
+        nll = torch.nn.functional.cross_entropy(logits[keep], gold[keep], reduction="sum")
+        hit = (logits.argmax(-1) == gold) & keep
+        return float(nll), hit, keep, target_start
+
+    totals = {"nll": 0.0, "hits": 0, "count": 0, "wrong_nll": 0.0, "wrong_count": 0}
+    buckets = [[0, 0] for _ in POSITION_BUCKETS[:-1]]
     with torch.no_grad():
-        for target, ref in pairs:
+        for i, (target, ref) in enumerate(pairs):
             try:
-                rows, labels = build_sequence(layout, frontend, model.cfg, target, units[target["id"]], ref,
-                                              units[ref["id"]], spec)
+                nll, hit, keep, start = score(target, ref, target)
             except LayoutError:
                 continue
-            _, g = model(rows[None])
-            logits = model.speech_logits(g)[0, :-1].float()  # (T-1, k, S)
-            gold = labels[1:, 1:]
-            keep = gold != IGNORE
-            nll += float(torch.nn.functional.cross_entropy(logits[keep], gold[keep], reduction="sum"))
-            hits += int((logits[keep].argmax(-1) == gold[keep]).sum())
-            count += int(keep.sum())
-    return {"speech_loss": nll / max(count, 1), "unit_accuracy": hits / max(count, 1), "labels": count}
+            totals["nll"] += nll
+            totals["hits"] += int(hit.sum())
+            totals["count"] += int(keep.sum())
+            pos = torch.arange(keep.shape[0]) - start
+            for b, (lo, hi) in enumerate(zip(POSITION_BUCKETS[:-1], POSITION_BUCKETS[1:])):
+                sel = (pos >= lo) & (pos < hi)
+                buckets[b][0] += int(hit[sel].sum())
+                buckets[b][1] += int(keep[sel].sum())
+            if wrong_text:
+                other = pairs[(i + 1) % len(pairs)][0]
+                try:
+                    wrong, _, wkeep, _ = score(target, ref, other)
+                except LayoutError:
+                    continue
+                totals["wrong_nll"] += wrong
+                totals["wrong_count"] += int(wkeep.sum())
+    out = {"speech_loss": totals["nll"] / max(totals["count"], 1),
+           "unit_accuracy": totals["hits"] / max(totals["count"], 1), "labels": totals["count"],
+           "by_position": {f"{lo}-{hi if hi < 10**9 else ''}": round(h / n, 3)
+                           for (lo, hi), (h, n) in zip(zip(POSITION_BUCKETS[:-1], POSITION_BUCKETS[1:]), buckets)
+                           if n}}
+    if wrong_text:
+        out["wrong_text_loss"] = totals["wrong_nll"] / max(totals["wrong_count"], 1)
+    return out
 
 
 def load_model(args, raw: dict) -> SpeechLM:
@@ -118,6 +159,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--unit-tokenizer", default=UNIT_TOKENIZER, help="its silence code ends chunks")
     parser.add_argument("--heldout", type=int, default=0, help="items for the teacher-forced held-out loss")
+    parser.add_argument("--wrong-text", action="store_true",
+                        help="also score each held-out item laid out with another item's text")
     parser.add_argument("overrides", nargs="*", help="section.key=value config overrides")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -134,7 +177,7 @@ def main() -> None:
                           native=False, mouth=mouth)
     if args.heldout:
         pairs = pick_items(manifest, args.split, args.lang, args.heldout, args.seed + 1)
-        print(json.dumps({"heldout": len(pairs), **heldout_loss(model, frontend, data, pairs, units)}), flush=True)
+        print(json.dumps({"heldout": len(pairs), **heldout_loss(model, frontend, data, pairs, units, args.wrong_text)}), flush=True)
     ratios, clean = [], 0
     for target, ref in pick_items(manifest, args.split, args.lang, args.items, args.seed):
         source = len(units[target["id"]])

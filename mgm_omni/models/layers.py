@@ -93,6 +93,8 @@ class Attention(nn.Module):
             self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
         else:
             self.q_norm = self.k_norm = None
+        # Training aids (mgm_omni.training.speechlm_guide) set a list here to receive (q, k) after RoPE.
+        self.capture: list | None = None
 
     def forward(
         self,
@@ -113,6 +115,8 @@ class Attention(nn.Module):
         q = apply_rope(q.transpose(1, 2), cos, sin)  # (B, H, T, D)
         k = apply_rope(k.transpose(1, 2), cos, sin)  # (B, H_kv, T, D)
         v = v.transpose(1, 2)
+        if self.capture is not None:
+            self.capture.append((q, k))
         if cache is not None:
             k, v = cache.update(self.layer_idx, cache_pos, k, v, kv_len)
         gqa = self.n_heads != self.n_kv

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from mgm_omni.models.speech_lm import IGNORE_INDEX, SpeechLM, speech_lm_loss
+from mgm_omni.training.speechlm_guide import GuideConfig, chunk_bands, guide_loss
 
 STAGES = ("stage1", "stage2")
 
@@ -27,24 +28,42 @@ class SpeechLMObjective(nn.Module):
     """``forward(batch) -> (loss_sum, rows)`` over a padded batch of ``rows`` / ``labels`` (B, T, 1 + k).
 
     Padding rows carry label -100 (nothing learned) and are masked out of attention. ``text_weight`` scales
-    ``CE_text`` (1.0: the official loss).
+    ``CE_text`` (1.0: the official loss); ``guide`` adds the guided-attention loss of
+    :mod:`~mgm_omni.training.speechlm_guide` (weight 0: none, the official loss).
     """
 
-    def __init__(self, model: SpeechLM, text_weight: float = 1.0) -> None:
+    def __init__(self, model: SpeechLM, text_weight: float = 1.0, guide: GuideConfig | None = None) -> None:
         super().__init__()
         self.model = model
         self.text_weight = text_weight
+        self.guide = guide if guide is not None and guide.weight > 0 else None
+        if self.guide is not None:
+            self.guide.check(model)
         self.last: dict[str, float] = {}
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         rows, labels = batch["rows"], batch["labels"]
         lengths = batch["rows_lengths"]
         pad_mask = torch.arange(rows.shape[1], device=rows.device)[None] < lengths[:, None]  # (B, T)
-        h, g = self.model(rows, pad_mask=pad_mask)
+        attention = self.model.model.layers[self.guide.layer].self_attn if self.guide is not None else None
+        if attention is not None:
+            attention.capture = []
+        try:
+            h, g = self.model(rows, pad_mask=pad_mask)
+            captured = attention.capture if attention is not None else None
+        finally:
+            if attention is not None:
+                attention.capture = None
         _, loss_text, loss_speech = speech_lm_loss(self.model.text_logits(h), self.model.speech_logits(g), labels)
         loss = self.text_weight * loss_text + loss_speech  # 1.0: the official sum, exactly
-        supervised = (labels[:, 1:] != IGNORE_INDEX).any(-1).sum()  # rows whose next row is learned
         self.last = {"loss_text": float(loss_text.detach()), "loss_speech": float(loss_speech.detach())}
+        if captured:
+            cfg = self.model.cfg
+            bands = chunk_bands(rows, labels, lengths, cfg.text_size - 1, cfg.text_size - 2, cfg.speech_eos)
+            loss_guide = guide_loss(*captured[0], bands, self.guide)
+            loss = loss + self.guide.weight * loss_guide
+            self.last["loss_guide"] = float(loss_guide.detach())
+        supervised = (labels[:, 1:] != IGNORE_INDEX).any(-1).sum()  # rows whose next row is learned
         return loss * supervised, supervised
 
 

@@ -15,6 +15,7 @@ from mgm_omni.training.distributed import cleanup, init_distributed
 from mgm_omni.training.recipe_config import RecipeArgs, load_recipe_config
 from mgm_omni.training.recipe_loop import FitResult, fit
 from mgm_omni.training.rng import seed_everything
+from mgm_omni.training.speechlm_guide import GuideConfig
 from mgm_omni.training.speechlm_objective import SpeechLMObjective, set_stage, trainable_summary
 from mgm_omni.training.speechlm_rows import RowCollate, speech_seconds
 from mgm_omni.training.speechlm_setup import (
@@ -43,8 +44,10 @@ def run_speechlm_stage(stage_name: str, args: RecipeArgs) -> FitResult:
         rows = prepare_rows(data_section, model.cfg, info)
         seed_everything(train.seed, info.rank)
         speech_eos, rate = model.cfg.speech_eos, data_section.unit_rate
+        objective = SpeechLMObjective(model, model_section.text_loss_weight,
+                                      from_dict(GuideConfig, model_section.guide))
         result = fit(
-            SpeechLMObjective(model, model_section.text_loss_weight), rows, rows.lengths, RowCollate(),
+            objective, rows, rows.lengths, RowCollate(),
             lambda m, batch: m(batch), train, info,
             resume=args.resume, config=raw, stop_after=args.stop_after, shard_classes=(DecoderLayer,),
             batch_stats=lambda b: {"items": len(b["rows"]), "audio_s": speech_seconds(b, speech_eos, rate)},

@@ -1,0 +1,110 @@
+"""The guided-attention training aid: chunks are found where the layout put them, the attention it guides is
+the layer's real attention, training on it moves attention into the band, and weight 0 is the official loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mgm_omni.config import SpeechLMConfig
+from mgm_omni.generation.speech.layout import RowLayout
+from mgm_omni.models.speech_lm import random_speech_lm
+from mgm_omni.training.speechlm_guide import GuideConfig, chunk_bands, guide_loss
+from mgm_omni.training.speechlm_objective import SpeechLMObjective
+from tests.test_row_layout import IDS, K, P, PROMPT, _utterance
+
+CFG = SpeechLMConfig(vocab_size=50 + K * 40, tokenizer_text_size=50, tokenizer_speech_size=40,
+                     speech_token_count=K, speech_token_pre_pad=P, hidden_size=32, intermediate_size=48,
+                     num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                     tts_adapter_config="(1,32,4_2,48)")
+CODES = IDS.speech_eos
+
+
+def _batch(seeds=(0, 1)):
+    seqs = [RowLayout(IDS, K, P).sequence(PROMPT, _utterance(seed=s)) for s in seeds]
+    t = max(r.shape[0] for r, _ in seqs)
+    rows = torch.full((len(seqs), t, 1 + K), IDS.pad_text)
+    labels = torch.full((len(seqs), t, 1 + K), -100)
+    for i, (r, lab) in enumerate(seqs):
+        rows[i, : r.shape[0]], labels[i, : r.shape[0]] = r, lab
+    return {"rows": rows, "labels": labels, "rows_lengths": torch.tensor([r.shape[0] for r, _ in seqs])}, seqs
+
+
+def test_chunks_are_found_where_the_layout_put_them():
+    batch, _ = _batch()
+    layout = RowLayout(IDS, K, P)
+    bands = chunk_bands(batch["rows"], batch["labels"], batch["rows_lengths"], IDS.audio_sep, IDS.audio_end, CODES)
+    chunks = _utterance(seed=1)
+    mine = [b for b in bands if b.batch == 1]
+    assert len(mine) == len(chunks) and len(bands) == 2 * len(chunks)
+    start = len(PROMPT)
+    for band, (text, units) in zip(mine, chunks):
+        assert band.text_start == start and band.n_text == len(text)
+        g = -(-len(units) // K)
+        assert band.unit_rows.tolist() == list(range(start + P, start + P + g))
+        start += len(layout.chunk_rows(text, units, last=False))
+
+
+
+def test_guided_attention_is_the_layers_own_attention():
+    model = random_speech_lm(CFG, seed=0).eval()
+    batch, _ = _batch((0,))
+    attn = model.model.layers[1].self_attn
+    attn.capture = []
+    with torch.no_grad():
+        model(batch["rows"])
+    q, k = attn.capture[0]
+    attn.capture = None
+    t = q.shape[2]
+    # the real attention probabilities: SDPA with the identity as values returns them
+    eye = torch.eye(t)[None, None].expand(1, k.shape[1], t, t)
+    probs = F.scaled_dot_product_attention(q, k, eye, is_causal=True, enable_gqa=True)[0]  # (H, T, T)
+    bands = chunk_bands(batch["rows"], batch["labels"], batch["rows_lengths"], IDS.audio_sep, IDS.audio_end, CODES)
+    cfg = GuideConfig(weight=1.0, layer=1, heads=3, sigma=0.3, min_sigma=1.0)
+    expected, count = 0.0, 0
+    for band in bands:
+        g = len(band.unit_rows)
+        for h in range(3):
+            for i, row in enumerate(band.unit_rows.tolist()):
+                centre = band.n_text * (i + 0.5) / g
+                sigma = max(1.0, 0.3 * band.n_text)
+                mass = sum(float(probs[h, row - 1, band.text_start + j]) * torch.exp(
+                    torch.tensor(-0.5 * ((j - centre) / sigma) ** 2)).item()
+                    for j in range(band.n_text) if band.text_start + j <= row - 1)
+                expected -= torch.log(torch.tensor(mass + 1e-4)).item()
+                count += 1
+    assert abs(float(guide_loss(q, k, bands, cfg)) - expected / count) < 1e-4
+
+
+def test_training_on_the_guide_moves_attention_into_the_band():
+    torch.manual_seed(0)
+    model = random_speech_lm(CFG, seed=1)
+    batch, _ = _batch()
+    guide = GuideConfig(weight=1.0, layer=1, heads=2, sigma=0.2, min_sigma=1.0)
+    obj = SpeechLMObjective(model, guide=guide)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    history = []
+    for _ in range(40):
+        loss, n = obj(batch)
+        history.append(obj.last["loss_guide"])
+        opt.zero_grad()
+        (loss / n).backward()
+        opt.step()
+    assert history[-1] < 0.6 * history[0]
+    assert model.model.layers[1].self_attn.capture is None  # the capture is dropped after each forward
+
+
+def test_weight_zero_is_the_official_loss_and_the_guide_adds_its_term():
+    model = random_speech_lm(CFG, seed=2)
+    batch, _ = _batch()
+    with torch.no_grad():
+        official, n = SpeechLMObjective(model)(batch)
+        off = SpeechLMObjective(model, guide=GuideConfig(weight=0.0))
+        same, _ = off(batch)
+        on = SpeechLMObjective(model, guide=GuideConfig(weight=0.5, layer=0, heads=1))
+        guided, _ = on(batch)
+    assert torch.equal(official, same) and "loss_guide" not in off.last
+    assert abs(float(guided / n) - float(official / n) - 0.5 * on.last["loss_guide"]) < 1e-4
+    with pytest.raises(ValueError, match="guide"):
+        SpeechLMObjective(model, guide=GuideConfig(weight=1.0, layer=5))
