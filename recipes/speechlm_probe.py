@@ -68,7 +68,8 @@ def pick_items(manifest: str, split: str, lang: str, n: int, seed: int) -> list[
     return out
 
 
-POSITION_BUCKETS = (0, 8, 25, 50, 100, 200, 10**9)  # rows since the target's first speech row
+POSITION_EDGES = (8, 25, 50, 100, 200)  # buckets of rows since the target's first speech row
+POSITION_NAMES = ("0-8", "8-25", "25-50", "50-100", "100-200", "200-")
 
 
 def heldout_loss(model: SpeechLM, frontend, data: SpeechLMDataSection, pairs: list[tuple[dict, dict]],
@@ -99,7 +100,8 @@ def heldout_loss(model: SpeechLM, frontend, data: SpeechLMDataSection, pairs: li
         return float(nll), hit, keep, target_start
 
     totals = {"nll": 0.0, "hits": 0, "count": 0, "wrong_nll": 0.0, "wrong_count": 0}
-    buckets = [[0, 0] for _ in POSITION_BUCKETS[:-1]]
+    hits_at, labels_at = torch.zeros(len(POSITION_NAMES)), torch.zeros(len(POSITION_NAMES))
+    edges = torch.tensor(POSITION_EDGES)
     with torch.no_grad():
         for i, (target, ref) in enumerate(pairs):
             try:
@@ -109,11 +111,9 @@ def heldout_loss(model: SpeechLM, frontend, data: SpeechLMDataSection, pairs: li
             totals["nll"] += nll
             totals["hits"] += int(hit.sum())
             totals["count"] += int(keep.sum())
-            pos = torch.arange(keep.shape[0]) - start
-            for b, (lo, hi) in enumerate(zip(POSITION_BUCKETS[:-1], POSITION_BUCKETS[1:])):
-                sel = (pos >= lo) & (pos < hi)
-                buckets[b][0] += int(hit[sel].sum())
-                buckets[b][1] += int(keep[sel].sum())
+            bucket = torch.bucketize(torch.arange(keep.shape[0]) - start, edges, right=True)
+            hits_at.index_add_(0, bucket, hit.sum(-1).float())
+            labels_at.index_add_(0, bucket, keep.sum(-1).float())
             if wrong_text:
                 other = pairs[(i + 1) % len(pairs)][0]
                 try:
@@ -124,9 +124,8 @@ def heldout_loss(model: SpeechLM, frontend, data: SpeechLMDataSection, pairs: li
                 totals["wrong_count"] += int(wkeep.sum())
     out = {"speech_loss": totals["nll"] / max(totals["count"], 1),
            "unit_accuracy": totals["hits"] / max(totals["count"], 1), "labels": totals["count"],
-           "by_position": {f"{lo}-{hi if hi < 10**9 else ''}": round(h / n, 3)
-                           for (lo, hi), (h, n) in zip(zip(POSITION_BUCKETS[:-1], POSITION_BUCKETS[1:]), buckets)
-                           if n}}
+           "by_position": {name: round(float(h / n), 3)
+                           for name, h, n in zip(POSITION_NAMES, hits_at, labels_at) if n}}
     if wrong_text:
         out["wrong_text_loss"] = totals["wrong_nll"] / max(totals["wrong_count"], 1)
     return out
@@ -177,7 +176,8 @@ def main() -> None:
                           native=False, mouth=mouth)
     if args.heldout:
         pairs = pick_items(manifest, args.split, args.lang, args.heldout, args.seed + 1)
-        print(json.dumps({"heldout": len(pairs), **heldout_loss(model, frontend, data, pairs, units, args.wrong_text)}), flush=True)
+        scores = heldout_loss(model, frontend, data, pairs, units, args.wrong_text)
+        print(json.dumps({"heldout": len(pairs), **scores}), flush=True)
     ratios, clean = [], 0
     for target, ref in pick_items(manifest, args.split, args.lang, args.items, args.seed):
         source = len(units[target["id"]])

@@ -3,18 +3,18 @@
 A SpeechLM predicts units from text and a voice prompt. Units that change with the voice for the same
 sounds make that prediction harder (the model must learn each voice's units for each phoneme, and the k
 units of a row are sampled independently). This renders the same sentences with several training voices
-(espeak-ng / flite command lines), aligns every pair of renditions by DTW on their features, and reports how
-often the two voices get the same unit at aligned frames: agreement, the agreement expected by chance from the
-unit frequencies, and Cohen's kappa = (agreement - chance) / (1 - chance), comparable across codebook sizes.
+(the corpus builder's engines, allow-list checked), aligns every pair of renditions by DTW on their features,
+and reports how often the two voices get the same unit at aligned frames: agreement, the agreement expected by
+chance from the unit frequencies, and Cohen's kappa = (agreement - chance) / (1 - chance).
 
-Unit sets: the shipped mouth's (``--shipped``: its codebook over Whisper-base layer 4), and k-means codebooks
+Unit sets: the shipped mouth's (unless ``--no-shipped``: its codebook over Whisper-base layer 4), and k-means codebooks
 fitted here on the same renditions of other sentences, for each ``--layers`` x ``--units`` and with or without
 per-utterance mean / variance normalisation of the features (``cmvn``: removes some of the voice).
 
     python recipes/unit_invariance.py --manifest /work/corpus/manifest.jsonl --sentences 30 --fit-sentences 120 \\
-        --voices espeak:en-us espeak:en-us+f3 espeak:en-us+grandma flite:awb flite:slt --layers 4 6 --units 512 128
+        --voices espeak:en-us espeak:en-us+f3 espeak:en-us+grandma flite:kal16 flite:awb --layers 4 6 --units 512 128 64
 
-Measurement only: every voice named must be an allowed training voice (the corpus's train speakers).
+Measurement only; reserved evaluation voices are refused. Name the corpus's train voices.
 """
 
 from __future__ import annotations
@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +30,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mgm_omni.audio import load_audio  # noqa: E402
+from mgm_omni.audio import resample  # noqa: E402
+from mgm_omni.data.engines import EngineSet  # noqa: E402
+from mgm_omni.data.speakers import Speaker  # noqa: E402
 from mgm_omni.generation.wave.own_frontend import load_unit_tokenizer  # noqa: E402
 from mgm_omni.models.unit_tokenizer import WhisperUnitTokenizer  # noqa: E402
 from mgm_omni.training.kmeans import fit_kmeans  # noqa: E402
@@ -43,20 +43,19 @@ from recipes.unit_features import clip_features  # noqa: E402
 SHIPPED_UNITS = Path(__file__).resolve().parents[1] / "mgm_omni/hub/assets/mouth/units"
 
 
-def render(voice: str, text: str) -> torch.Tensor:
-    """(S,) 16 kHz wave of ``text`` spoken by ``engine:name`` (espeak-ng or flite)."""
-    engine, _, name = voice.partition(":")
-    with tempfile.TemporaryDirectory() as tmp:
-        wav = Path(tmp) / "out.wav"
-        if engine == "espeak":
-            cmd = ["espeak-ng", "-v", name, "-w", str(wav), text]
-        elif engine == "flite":
-            cmd = ["flite", "-voice", name, "-t", text, "-o", str(wav)]
-        else:
-            raise SystemExit(f"unknown engine {engine!r} (espeak or flite)")
-        subprocess.run(cmd, check=True, capture_output=True)
-        wave, _ = load_audio(wav, 16000)
-    return wave
+def renderers(voices: list[str]):
+    """One function per voice spec: text -> (S,) 16 kHz wave, through the corpus builder's engines. Each spec
+    is checked against the allow-list (``VoiceError`` for a reserved or unknown voice) before anything runs."""
+    speakers = [Speaker(voices={"en": (spec,)}) for spec in voices]
+    engines = EngineSet()
+
+    def render(speaker: Speaker):
+        def run(text: str) -> torch.Tensor:
+            audio, rate = engines.synthesize(speaker.parsed["en"][0], text, "en", speaker)
+            return resample(torch.from_numpy(audio), rate, 16000)
+        return run
+
+    return [render(sp) for sp in speakers], engines
 
 
 def dtw_path(a: torch.Tensor, b: torch.Tensor) -> list[tuple[int, int]]:
@@ -115,10 +114,15 @@ def main(argv=None) -> dict:
     tok.load_state_dict({**tok.state_dict(), **state}, strict=True)
     tok.eval()
 
-    def feats(sentences):
-        return [[clip_features(tok, render(v, s), args.layers)[0] for v in args.voices] for s in sentences]
+    render, engines = renderers(args.voices)
 
-    meas, fit = feats(measured), feats(fitted)
+    def feats(sentences):
+        return [[clip_features(tok, speak(s), args.layers)[0] for speak in render] for s in sentences]
+
+    try:
+        meas, fit = feats(measured), feats(fitted)
+    finally:
+        engines.close()
     print(f"rendered {len(measured)} + {len(fitted)} sentences x {len(args.voices)} voices", file=sys.stderr)
     paths = {}  # (sentence, voice a, voice b) -> DTW path on the deepest layer's features
     deepest = max(args.layers)

@@ -18,7 +18,6 @@ CFG = SpeechLMConfig(vocab_size=50 + K * 40, tokenizer_text_size=50, tokenizer_s
                      speech_token_count=K, speech_token_pre_pad=P, hidden_size=32, intermediate_size=48,
                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
                      tts_adapter_config="(1,32,4_2,48)")
-CODES = IDS.speech_eos
 
 
 def _batch(seeds=(0, 1)):
@@ -34,7 +33,7 @@ def _batch(seeds=(0, 1)):
 def test_chunks_are_found_where_the_layout_put_them():
     batch, _ = _batch()
     layout = RowLayout(IDS, K, P)
-    bands = chunk_bands(batch["rows"], batch["labels"], batch["rows_lengths"], IDS.audio_sep, IDS.audio_end, CODES)
+    bands = chunk_bands(batch["rows"], batch["labels"], batch["rows_lengths"], CFG)
     chunks = _utterance(seed=1)
     mine = [b for b in bands if b.batch == 1]
     assert len(mine) == len(chunks) and len(bands) == 2 * len(chunks)
@@ -60,7 +59,7 @@ def test_guided_attention_is_the_layers_own_attention():
     # the real attention probabilities: SDPA with the identity as values returns them
     eye = torch.eye(t)[None, None].expand(1, k.shape[1], t, t)
     probs = F.scaled_dot_product_attention(q, k, eye, is_causal=True, enable_gqa=True)[0]  # (H, T, T)
-    bands = chunk_bands(batch["rows"], batch["labels"], batch["rows_lengths"], IDS.audio_sep, IDS.audio_end, CODES)
+    bands = chunk_bands(batch["rows"], batch["labels"], batch["rows_lengths"], CFG)
     cfg = GuideConfig(weight=1.0, layer=1, heads=3, sigma=0.3, min_sigma=1.0)
     expected, count = 0.0, 0
     for band in bands:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from mgm_omni.config import SpeechLMConfig
 from mgm_omni.models.speech_lm import IGNORE_INDEX, SpeechLM
 
 
@@ -54,9 +55,11 @@ class ChunkBand:
     unit_rows: torch.Tensor  # (G,) row indices holding the chunk's units
 
 
-def chunk_bands(rows: torch.Tensor, labels: torch.Tensor, lengths: torch.Tensor, audio_sep: int,
-                audio_end: int, speech_codes: int) -> list[ChunkBand]:
-    """The chunks of a padded batch of training sequences (rows / labels (B, T, 1 + k))."""
+def chunk_bands(rows: torch.Tensor, labels: torch.Tensor, lengths: torch.Tensor, cfg: SpeechLMConfig
+                ) -> list[ChunkBand]:
+    """The chunks of a padded batch of training sequences (rows / labels (B, T, 1 + k)) of a model ``cfg``
+    (its ``<|audio_sep|>`` / ``<|audio_end|>`` ids end the text vocabulary, spec §1.2)."""
+    audio_sep, audio_end, speech_codes = cfg.text_size - 1, cfg.text_size - 2, cfg.speech_eos
     out = []
     for b in range(rows.shape[0]):
         r = rows[b, : int(lengths[b])]
