@@ -46,7 +46,8 @@ def test_chunks_are_found_where_the_layout_put_them():
 
 
 
-def test_guided_attention_is_the_layers_own_attention():
+@pytest.mark.parametrize("aligned", [False, True])
+def test_guided_attention_is_the_layers_own_attention(aligned):
     model = random_speech_lm(CFG, seed=0).eval()
     batch, _ = _batch((0,))
     attn = model.model.layers[1].self_attn
@@ -60,14 +61,24 @@ def test_guided_attention_is_the_layers_own_attention():
     eye = torch.eye(t)[None, None].expand(1, k.shape[1], t, t)
     probs = F.scaled_dot_product_attention(q, k, eye, is_causal=True, enable_gqa=True)[0]  # (H, T, T)
     bands = chunk_bands(batch["rows"], batch["labels"], batch["rows_lengths"], CFG)
-    cfg = GuideConfig(weight=1.0, layer=1, heads=3, sigma=0.3, min_sigma=1.0)
+    centres = [torch.randint(0, b.n_text, (len(b.unit_rows),), generator=torch.Generator().manual_seed(i))
+               for i, b in enumerate(bands)]
+    if aligned:  # a forced alignment: the text index of every unit row, chunks in order
+        align = torch.cat(centres)[None]
+        bands = chunk_bands(batch["rows"], batch["labels"], batch["rows_lengths"], CFG, align,
+                            torch.tensor([align.shape[1]]))
+        assert all(torch.equal(b.centre, c) for b, c in zip(bands, centres))
+        # a count that does not match the sequence's unit rows: the linear band
+        assert all(b.centre is None for b in chunk_bands(batch["rows"], batch["labels"], batch["rows_lengths"],
+                                                         CFG, align, torch.tensor([align.shape[1] - 1])))
+    cfg = GuideConfig(weight=1.0, layer=1, heads=3, sigma=0.3, min_sigma=1.0, align_sigma=0.7)
     expected, count = 0.0, 0
-    for band in bands:
+    for band, aligned_centre in zip(bands, centres):
         g = len(band.unit_rows)
         for h in range(3):
             for i, row in enumerate(band.unit_rows.tolist()):
-                centre = band.n_text * (i + 0.5) / g
-                sigma = max(1.0, 0.3 * band.n_text)
+                centre = float(aligned_centre[i]) if aligned else band.n_text * (i + 0.5) / g
+                sigma = 0.7 if aligned else max(1.0, 0.3 * band.n_text)
                 mass = sum(float(probs[h, row - 1, band.text_start + j]) * torch.exp(
                     torch.tensor(-0.5 * ((j - centre) / sigma) ** 2)).item()
                     for j in range(band.n_text) if band.text_start + j <= row - 1)

@@ -9,7 +9,9 @@ of attention-based TTS (guided attention, Tachibana et al. 2017) is a prior that
 together: here, a few heads of one backbone layer are asked to put their attention on the text rows near
 ``n * (t + 0.5) / G`` (speech row t of G in a chunk of n text ids), a Gaussian band of width
 ``sigma * n`` rows (at least ``min_sigma``). The loss is ``-log`` of the attention mass in the band,
-averaged over the query rows that predict units and the guided heads.
+averaged over the query rows that predict units and the guided heads. Where the batch carries a forced
+alignment (``align``: the text index of each unit row, :mod:`~mgm_omni.training.speechlm_align`), the band is
+centred on the aligned text id instead, ``align_sigma`` ids wide.
 
 Chunks are found in the rows alone: a chunk starts after the prompt (the first labelled row) or after a
 ``<|audio_sep|>`` row, and ends at its close row (text pad, speech all eos), whose text id is the pad id
@@ -35,14 +37,15 @@ class GuideConfig:
     heads: int = 2
     sigma: float = 0.15
     min_sigma: float = 2.0
+    align_sigma: float = 1.0  # band width (text ids) around a forced alignment's text id
 
     def check(self, model: SpeechLM) -> None:
         n_layers, n_heads = model.cfg.num_hidden_layers, model.cfg.num_attention_heads
         if self.weight < 0 or not 0 <= self.layer < n_layers or not 1 <= self.heads <= n_heads:
             raise ValueError(f"guide: weight >= 0, layer in [0, {n_layers}), heads in [1, {n_heads}] "
                              f"(got {self.weight}, {self.layer}, {self.heads})")
-        if self.sigma <= 0 or self.min_sigma <= 0:
-            raise ValueError("guide: sigma and min_sigma must be > 0")
+        if self.sigma <= 0 or self.min_sigma <= 0 or self.align_sigma <= 0:
+            raise ValueError("guide: sigma, min_sigma and align_sigma must be > 0")
 
 
 @dataclass(frozen=True)
@@ -53,15 +56,20 @@ class ChunkBand:
     text_start: int
     n_text: int
     unit_rows: torch.Tensor  # (G,) row indices holding the chunk's units
+    centre: torch.Tensor | None = None  # (G,) aligned text index per unit row; None: the linear band
 
 
-def chunk_bands(rows: torch.Tensor, labels: torch.Tensor, lengths: torch.Tensor, cfg: SpeechLMConfig
-                ) -> list[ChunkBand]:
+def chunk_bands(rows: torch.Tensor, labels: torch.Tensor, lengths: torch.Tensor, cfg: SpeechLMConfig,
+                align: torch.Tensor | None = None, align_lengths: torch.Tensor | None = None) -> list[ChunkBand]:
     """The chunks of a padded batch of training sequences (rows / labels (B, T, 1 + k)) of a model ``cfg``
-    (its ``<|audio_sep|>`` / ``<|audio_end|>`` ids end the text vocabulary, spec §1.2)."""
+    (its ``<|audio_sep|>`` / ``<|audio_end|>`` ids end the text vocabulary, spec §1.2).
+
+    ``align`` (B, U) with ``align_lengths`` (B,): the aligned text index of every unit row of a sequence, its
+    chunks in order; a sequence whose count differs from its unit rows keeps the linear band."""
     audio_sep, audio_end, speech_codes = cfg.text_size - 1, cfg.text_size - 2, cfg.speech_eos
     out = []
     for b in range(rows.shape[0]):
+        first = len(out)
         r = rows[b, : int(lengths[b])]
         labelled = (labels[b, : int(lengths[b])] != IGNORE_INDEX).any(-1).nonzero().flatten()
         if not len(labelled):
@@ -78,6 +86,13 @@ def chunk_bands(rows: torch.Tensor, labels: torch.Tensor, lengths: torch.Tensor,
             if n and len(units):
                 out.append(ChunkBand(b, start, n, units))
             start = sep + 1
+        if align is not None and int(align_lengths[b]) == sum(len(c.unit_rows) for c in out[first:]) > 0:
+            at = 0
+            for i in range(first, len(out)):
+                g = len(out[i].unit_rows)
+                centre = align[b, at: at + g].clamp(0, out[i].n_text - 1)
+                out[i] = ChunkBand(b, out[i].text_start, out[i].n_text, out[i].unit_rows, centre)
+                at += g
     return out
 
 
@@ -101,9 +116,11 @@ def guide_loss(q: torch.Tensor, k: torch.Tensor, bands: list[ChunkBand], cfg: Gu
         logits = torch.einsum("hgd,htd->hgt", qs, ks) * scale
         causal = torch.arange(ks.shape[1], device=q.device)[None] <= queries[:, None]  # (G, T')
         attn = logits.masked_fill(~causal, float("-inf")).softmax(-1)
-        t = torch.arange(g, device=q.device, dtype=torch.float32)
-        centre = band.n_text * (t + 0.5) / g  # text index being spoken
-        sigma = max(cfg.min_sigma, cfg.sigma * band.n_text)
+        if band.centre is not None:
+            centre, sigma = band.centre.float(), cfg.align_sigma
+        else:  # text index being spoken if speech and text advance together
+            centre = band.n_text * (torch.arange(g, device=q.device, dtype=torch.float32) + 0.5) / g
+            sigma = max(cfg.min_sigma, cfg.sigma * band.n_text)
         j = torch.arange(band.n_text, device=q.device, dtype=torch.float32)
         weight = torch.exp(-0.5 * ((j[None] - centre[:, None]) / sigma) ** 2)  # (G, n)
         keys = band.text_start + torch.arange(band.n_text, device=q.device)

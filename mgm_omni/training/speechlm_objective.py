@@ -58,7 +58,7 @@ class SpeechLMObjective(nn.Module):
         loss = self.text_weight * loss_text + loss_speech  # 1.0: the official sum, exactly
         self.last = {"loss_text": float(loss_text.detach()), "loss_speech": float(loss_speech.detach())}
         if captured:
-            bands = chunk_bands(rows, labels, lengths, self.model.cfg)
+            bands = chunk_bands(rows, labels, lengths, self.model.cfg, batch.get("align"), batch.get("align_lengths"))
             loss_guide = guide_loss(*captured[0], bands, self.guide)
             loss = loss + self.guide.weight * loss_guide
             self.last["loss_guide"] = float(loss_guide.detach())

@@ -22,7 +22,7 @@ import json
 import os
 import random
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +33,7 @@ from mgm_omni.generation.speech.layout import IGNORE, ChunkRules, LayoutError, R
 from mgm_omni.generation.speech.prompt import SpeechPromptError, omni_prompt_rows
 from mgm_omni.training.loader import PadCollate
 from mgm_omni.training.shards import ShardWriter
+from mgm_omni.training.speechlm_align import row_text_index
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """Rows of a JSONL file (blank lines skipped)."""
@@ -131,10 +132,31 @@ def choose_references(items: Sequence[dict], pairs: Iterable[dict] | None, seed:
     return out
 
 
+def aligned_rows(frontend, target: dict, unit_index: np.ndarray | None, n_units: int, k: int,
+                 spec: SequenceSpec) -> np.ndarray:
+    """Per unit row of a one-chunk target, the chunk-relative index of the text id being spoken (from a forced
+    alignment's text-id index per unit, :mod:`~mgm_omni.training.speechlm_align`); empty when there is no
+    alignment, it does not cover the units, or the target spans several chunks (the guide's linear band)."""
+    if unit_index is None or len(unit_index) != n_units:
+        return np.zeros(0, dtype=np.int32)
+    plan = plan_chunks(segment_ids(target, frontend), n_units, spec)
+    if len(plan) != 1:
+        return np.zeros(0, dtype=np.int32)
+    ids = plan[0][0]
+    skipped = 0
+    while skipped < len(ids) and frontend.is_skippable(ids[skipped]):
+        skipped += 1
+    return row_text_index(np.asarray(unit_index), k, skipped, len(ids) - skipped)
+
+
 def write_sequences(out_dir: str | os.PathLike, frontend, cfg: SpeechLMConfig, items: Sequence[dict],
                     units: dict[str, np.ndarray], pairs: Sequence[tuple[str, str]], spec: SequenceSpec,
-                    delay_rows: int | None = None, items_per_shard: int = 10_000) -> Counter:
-    """Lay out every (target, reference) pair into shards at ``out_dir``; returns counts by outcome."""
+                    delay_rows: int | None = None, items_per_shard: int = 10_000,
+                    alignments: Mapping[str, np.ndarray] | None = None) -> Counter:
+    """Lay out every (target, reference) pair into shards at ``out_dir``; returns counts by outcome.
+
+    With ``alignments`` (item id -> text-id index per unit) every item also gets an ``align`` field, the text
+    index per unit row (:func:`aligned_rows`; empty where there is none) for the guided-attention loss."""
     if cfg.tokenizer_speech_size - 2 <= max((int(u.max()) for u in units.values() if len(u)), default=0):
         raise ValueError(f"units reach the speech eos id {cfg.tokenizer_speech_size - 2}: the model's "
                          "tokenizer_speech_size must be the unit count + 2")
@@ -153,16 +175,22 @@ def write_sequences(out_dir: str | os.PathLike, frontend, cfg: SpeechLMConfig, i
             except (LayoutError, SpeechPromptError) as exc:
                 counts[f"skipped: {str(exc).split(':')[0][:60]}"] += 1
                 continue
-            writer.add({"rows": rows.numpy().astype(np.int32), "labels": labels.numpy().astype(np.int32)})
+            item = {"rows": rows.numpy().astype(np.int32), "labels": labels.numpy().astype(np.int32)}
+            if alignments is not None:
+                item["align"] = aligned_rows(frontend, by_id[target_id], alignments.get(target_id),
+                                             len(units[target_id]), cfg.speech_token_count, spec)
+                counts["aligned"] += bool(len(item["align"]))
+            writer.add(item)
             counts["written"] += 1
     return counts
 
 
 class RowCollate:
-    """Pads ``rows`` (with 0) and ``labels`` (with -100) to the longest item, as int64."""
+    """Pads ``rows`` (with 0), ``labels`` (with -100) and ``align`` if present (with -1) to the longest item,
+    as int64."""
 
     def __init__(self) -> None:
-        self.pad = PadCollate({"labels": IGNORE})
+        self.pad = PadCollate({"labels": IGNORE, "align": -1})
 
     def __call__(self, items):
         batch = self.pad(items)

@@ -16,6 +16,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from mgm_omni.checkpoint import load_state_dict, save_state_dict
 from mgm_omni.config import ConfigError, SpeechLMConfig
 from mgm_omni.generation.speech.layout import ChunkRules
@@ -77,6 +79,9 @@ class SpeechLMDataSection:
     max_reference_units: int = 375
     unit_rate: float = 25.0
     seed: int = 0
+    # forced alignments for the guided-attention loss (recipes/speechlm_align.py: an .npz of item id -> text-id
+    # index per unit); the rows then carry an `align` field. Write them into a new `shards` folder.
+    alignments: str | None = None
 
     def __post_init__(self) -> None:
         if self.units and len(self.units) != len(self.manifests):
@@ -128,7 +133,11 @@ def prepare_rows(section: SpeechLMDataSection, cfg: SpeechLMConfig, info: DistIn
                 pairs += choose_references(rows, None, section.seed)
         spec = SequenceSpec(ChunkRules(sentence_min_text=section.sentence_min_text, max_text=section.max_text),
                             section.max_rows, section.filler_unit, section.unit_rate, section.max_reference_units)
-        counts = write_sequences(out, frontend, cfg, items, units, pairs, spec)
+        alignments = None
+        if section.alignments is not None:
+            with np.load(section.alignments) as found:
+                alignments = {key: found[key] for key in found.files}
+        counts = write_sequences(out, frontend, cfg, items, units, pairs, spec, alignments=alignments)
         log.warning("SpeechLM rows written to %s: %s", out, dict(counts))
         if not counts["written"]:
             raise ValueError(f"no sequence could be laid out from {section.manifests}: {dict(counts)}")
