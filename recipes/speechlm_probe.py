@@ -9,6 +9,9 @@ their ratio and how decoding ended; the summary line gives the median ratio and 
 loss and unit accuracy on them (the held-out counterpart of the training loss, independent of any vocoder),
 the accuracy by row position since the target's first speech row, and with ``--wrong-text`` the loss of the
 same units laid out with another item's text: the gap between the two is how much the model reads its text.
+``--phone-probe FILE`` (``recipes/mouth_unit_probe.py --save``) also reads the teacher-forced top-1 units with
+that CTC phoneme probe: their phoneme error rate against the true units' says whether the model knows which
+sounds its text makes, apart from how its free-running decode drifts.
 
     python recipes/speechlm_probe.py --config recipes/configs/speechlm_stage1_small.yaml [--checkpoint DIR]
     python recipes/speechlm_probe.py --model outputs/speechlm_stage1_small/model --config ...
@@ -73,13 +76,17 @@ POSITION_NAMES = ("0-8", "8-25", "25-50", "50-100", "100-200", "200-")
 
 
 def heldout_loss(model: SpeechLM, frontend, data: SpeechLMDataSection, pairs: list[tuple[dict, dict]],
-                 units: dict, wrong_text: bool = False) -> dict:
+                 units: dict, wrong_text: bool = False, read_phones=None) -> dict:
     """Teacher-forced speech cross-entropy and top-1 unit accuracy over held-out sequences (fp32).
 
     Accuracy is also given by row position since the target's first speech row (``by_position``). With
     ``wrong_text`` every target is laid out a second time with the text of another item of the list (its own
     units kept): a model that reads its text loses clearly more there (``wrong_text_loss``); one that has not
     learnt the alignment predicts the units from their own history alone and loses about the same.
+
+    ``read_phones(units, text) -> (errors, phonemes)`` (a CTC phoneme probe, ``--phone-probe``) also reads the
+    teacher-forced top-1 units of each target (``argmax_per``) and its true units (``source_per``): a model that
+    knows which sounds its text makes is near the source even when its free-running decode drifts.
     """
     spec = SequenceSpec(ChunkRules(sentence_min_text=data.sentence_min_text, max_text=data.max_text),
                         data.max_rows, data.filler_unit, data.unit_rate, data.max_reference_units)
@@ -97,17 +104,25 @@ def heldout_loss(model: SpeechLM, frontend, data: SpeechLMDataSection, pairs: li
         target_start = int(labelled[0]) if len(labelled) else 0
         nll = torch.nn.functional.cross_entropy(logits[keep], gold[keep], reduction="sum")
         hit = (logits.argmax(-1) == gold) & keep
-        return float(nll), hit, keep, target_start
+        codes = keep & (gold < model.cfg.speech_eos)
+        top1 = logits[..., :model.cfg.speech_eos].argmax(-1)[codes].tolist()
+        return float(nll), hit, keep, target_start, (top1, gold[codes].tolist())
 
     totals = {"nll": 0.0, "hits": 0, "count": 0, "wrong_nll": 0.0, "wrong_count": 0}
+    phone_errors = {"argmax": 0, "source": 0, "phonemes": 0}
     hits_at, labels_at = torch.zeros(len(POSITION_NAMES)), torch.zeros(len(POSITION_NAMES))
     edges = torch.tensor(POSITION_EDGES)
     with torch.no_grad():
         for i, (target, ref) in enumerate(pairs):
             try:
-                nll, hit, keep, start = score(target, ref, target)
+                nll, hit, keep, start, (top1, true_units) = score(target, ref, target)
             except LayoutError:
                 continue
+            if read_phones is not None:
+                errors, n = read_phones(top1, target["text"])
+                phone_errors["argmax"] += errors
+                phone_errors["source"] += read_phones(true_units, target["text"])[0]
+                phone_errors["phonemes"] += n
             totals["nll"] += nll
             totals["hits"] += int(hit.sum())
             totals["count"] += int(keep.sum())
@@ -117,7 +132,7 @@ def heldout_loss(model: SpeechLM, frontend, data: SpeechLMDataSection, pairs: li
             if wrong_text:
                 other = pairs[(i + 1) % len(pairs)][0]
                 try:
-                    wrong, _, wkeep, _ = score(target, ref, other)
+                    wrong, _, wkeep, _, _ = score(target, ref, other)
                 except LayoutError:
                     continue
                 totals["wrong_nll"] += wrong
@@ -128,7 +143,33 @@ def heldout_loss(model: SpeechLM, frontend, data: SpeechLMDataSection, pairs: li
                            for name, h, n in zip(POSITION_NAMES, hits_at, labels_at) if n}}
     if wrong_text:
         out["wrong_text_loss"] = totals["wrong_nll"] / max(totals["wrong_count"], 1)
+    if read_phones is not None:
+        out["argmax_per"] = round(phone_errors["argmax"] / max(phone_errors["phonemes"], 1), 4)
+        out["source_per"] = round(phone_errors["source"] / max(phone_errors["phonemes"], 1), 4)
     return out
+
+
+def phone_reader(probe_file: str):
+    """``read(units, text) -> (errors, phonemes)`` with a saved CTC phoneme probe (``mouth_unit_probe.py``)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from mgm_omni.text.g2p import G2P
+    from recipes.mouth_unit_probe import Probe, edit_distance, greedy, phonemes
+
+    saved = torch.load(probe_file, map_location="cpu", weights_only=False)
+    table, g2p = saved["table"], G2P()
+    probe = Probe(saved["n_units"], len(table))
+    probe.load_state_dict(saved["state"])
+    probe.eval()
+
+    def read(units: list[int], text: str) -> tuple[int, int]:
+        ref = [table.get(p, -1) for p in phonemes(g2p, text)]
+        if not units:
+            return len(ref), len(ref)
+        with torch.no_grad():
+            heard = greedy(probe(torch.tensor(units)[None])[0], 2 * len(units))
+        return edit_distance(heard, ref), len(ref)
+
+    return read
 
 
 def load_model(args, raw: dict) -> SpeechLM:
@@ -160,6 +201,8 @@ def main() -> None:
     parser.add_argument("--heldout", type=int, default=0, help="items for the teacher-forced held-out loss")
     parser.add_argument("--wrong-text", action="store_true",
                         help="also score each held-out item laid out with another item's text")
+    parser.add_argument("--phone-probe", help="a CTC phoneme probe (mouth_unit_probe.py --save): also the phoneme "
+                        "error rate of the held-out items' teacher-forced top-1 units (English items)")
     parser.add_argument("overrides", nargs="*", help="section.key=value config overrides")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -176,7 +219,8 @@ def main() -> None:
                           native=False, mouth=mouth)
     if args.heldout:
         pairs = pick_items(manifest, args.split, args.lang, args.heldout, args.seed + 1)
-        scores = heldout_loss(model, frontend, data, pairs, units, args.wrong_text)
+        scores = heldout_loss(model, frontend, data, pairs, units, args.wrong_text,
+                              phone_reader(args.phone_probe) if args.phone_probe else None)
         print(json.dumps({"heldout": len(pairs), **scores}), flush=True)
     ratios, clean = [], 0
     for target, ref in pick_items(manifest, args.split, args.lang, args.items, args.seed):
