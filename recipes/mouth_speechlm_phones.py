@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from recipes.mouth_unit_probe import Probe, edit_distance, greedy, phonemes  # noqa: E402
+from recipes.mouth_unit_probe import edit_distance, greedy, load_probe, phonemes  # noqa: E402
 
 
 def split_items(rows: list[dict], split: str) -> list[dict]:
@@ -75,11 +75,7 @@ def main(argv=None) -> dict:
     from mgm_omni.generation.wave.own_frontend import load_unit_tokenizer
     from mgm_omni.text.g2p import G2P
 
-    saved = torch.load(args.probe, map_location="cpu", weights_only=False)
-    table = saved["table"]
-    probe = Probe(saved["n_units"], len(table))
-    probe.load_state_dict(saved["state"])
-    probe.eval()
+    probe, table = load_probe(args.probe)
     rows = {}
     for line in args.manifest.read_text(encoding="utf-8").splitlines():
         row = json.loads(line)

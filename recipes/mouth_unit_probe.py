@@ -53,6 +53,14 @@ class Probe(nn.Module):
         return self.out(h).view(units.shape[0], -1, self.n_out).log_softmax(-1)
 
 
+def load_probe(path) -> tuple[Probe, dict[str, int]]:
+    """A probe saved with ``--save`` (eval mode) and its phoneme table (symbol -> id, blank = 0)."""
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    probe = Probe(saved["n_units"], len(saved["table"]))
+    probe.load_state_dict(saved["state"])
+    return probe.eval(), saved["table"]
+
+
 def phonemes(g2p, text: str) -> list[str]:
     """The G2P phoneme symbols of ``text``, punctuation and pauses dropped."""
     return [s for w in g2p(text) if not isinstance(w, str) for s in w]

@@ -27,7 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from recipes.mouth_unit_probe import Probe, phonemes  # noqa: E402
+from recipes.mouth_unit_probe import load_probe, phonemes  # noqa: E402
 
 
 def main(argv=None) -> dict:
@@ -49,11 +49,7 @@ def main(argv=None) -> dict:
     from mgm_omni.training.speechlm_rows import read_jsonl
     from mgm_omni.training.unit_shards import read_units
 
-    saved = torch.load(args.probe, map_location="cpu", weights_only=False)
-    table = saved["table"]
-    probe = Probe(saved["n_units"], len(table))
-    probe.load_state_dict(saved["state"])
-    probe.eval()
+    probe, table = load_probe(args.probe)
     frontend = load_text_frontend(args.text_frontend, "own-bpe", ".", None)
     g2p = G2P()
     units = read_units(args.units or args.manifest.parent / "units")

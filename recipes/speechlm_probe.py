@@ -153,13 +153,10 @@ def phone_reader(probe_file: str):
     """``read(units, text) -> (errors, phonemes)`` with a saved CTC phoneme probe (``mouth_unit_probe.py``)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from mgm_omni.text.g2p import G2P
-    from recipes.mouth_unit_probe import Probe, edit_distance, greedy, phonemes
+    from recipes.mouth_unit_probe import edit_distance, greedy, load_probe, phonemes
 
-    saved = torch.load(probe_file, map_location="cpu", weights_only=False)
-    table, g2p = saved["table"], G2P()
-    probe = Probe(saved["n_units"], len(table))
-    probe.load_state_dict(saved["state"])
-    probe.eval()
+    probe, table = load_probe(probe_file)
+    g2p = G2P()
 
     def read(units: list[int], text: str) -> tuple[int, int]:
         ref = [table.get(p, -1) for p in phonemes(g2p, text)]
