@@ -2,15 +2,17 @@
 
 Each English item of the given splits: its G2P phonemes are forced through the CTC phoneme probe of
 ``recipes/mouth_unit_probe.py --save`` (read on the item's true units), each phoneme is given to the
-phoneme-BPE text id that spells it (``mgm_omni.training.speechlm_align``), and the text-id index of every
-unit is saved (``alignments.npz``: item id -> int16 per unit). Items whose phonemes and text ids do not
+phoneme-BPE text id that spells it (``mgm_omni.training.speechlm_align``), and the text-id index and the
+phoneme id (the probe's table, 1-based) of every unit are saved (``alignments.npz``: item id -> int16
+(units, 2)). Items whose phonemes and text ids do not
 match one to one, or that the probe cannot align, are left out (the guide falls back to its linear band).
 The summary compares the aligned text index with the linear guess (the difference the guide will see).
 
     .venv/bin/python recipes/speechlm_align.py --probe outputs/unit_probe/probe_en.pt \
         --out outputs/speechlm_align/alignments.npz
 Then train with ``data.alignments=<that file>`` and ``model.guide.weight=1.0`` (the rows are written again:
-use a new ``data.shards`` folder).
+use a new ``data.shards`` folder); ``model.guide.phone_weight`` with ``model.guide.phone_classes`` (the probe's
+phonemes + 1; printed here) adds the auxiliary phoneme loss.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def main(argv=None) -> dict:
 
     from mgm_omni.text import load_text_frontend
     from mgm_omni.text.g2p import G2P
-    from mgm_omni.training.speechlm_align import ctc_forced_path, phone_counts, unit_text_index
+    from mgm_omni.training.speechlm_align import ctc_forced_path, phone_counts, unit_labels
     from mgm_omni.training.speechlm_rows import read_jsonl
     from mgm_omni.training.unit_shards import read_units
 
@@ -80,15 +82,16 @@ def main(argv=None) -> dict:
             except ValueError:
                 skipped["no path"] += 1
                 continue
-            index = unit_text_index(path, label_text, logp.shape[0] // len(u))
-            out[item["id"]] = index.astype(np.int16)
+            label = unit_labels(path, logp.shape[0] // len(u))
+            index = label_text[label]
+            out[item["id"]] = np.stack([index, np.asarray(phones)[label]], axis=1).astype(np.int16)
             linear = (np.arange(len(index)) + 0.5) * len(counts) / len(index)
             offsets.append(float(np.abs(index - linear).mean()))
             if n % 1000 == 0:
                 print(f"{n}/{len(items)} items, {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out, **out)
-    report = {"items": len(items), "aligned": len(out), "skipped": skipped,
+    report = {"items": len(items), "aligned": len(out), "skipped": skipped, "phone_classes": len(table) + 1,
               "mean |aligned - linear| text ids": round(float(np.mean(offsets)), 2) if offsets else None,
               "seconds": round(time.perf_counter() - t0, 1), "out": str(args.out)}
     print(json.dumps(report))

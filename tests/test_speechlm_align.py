@@ -15,7 +15,7 @@ from mgm_omni.generation.speech.layout import ChunkRules
 from mgm_omni.text import load_text_frontend
 from mgm_omni.training.config import read_yaml
 from mgm_omni.training.shards import ShardDataset
-from mgm_omni.training.speechlm_align import ctc_forced_path, row_text_index, unit_text_index
+from mgm_omni.training.speechlm_align import ctc_forced_path, row_alignment, unit_labels
 from mgm_omni.training.speechlm_guide import chunk_bands
 from mgm_omni.training.speechlm_rows import (
     RowCollate,
@@ -68,15 +68,18 @@ def test_forced_path_follows_clear_frames_and_refuses_too_few():
         ctc_forced_path(logp, [])
 
 
-def test_units_and_rows_take_the_text_index_of_their_phonemes():
-    # 2 frames per unit; labels 0..3 belong to text ids 0, 0, 1, 3 (text id 2 spells no phoneme: a mark)
+def test_units_and_rows_take_the_text_index_and_phonemes_of_their_labels():
+    # 2 frames per unit; labels 0..3 are phonemes 7, 8, 9, 7 and belong to text ids 0, 0, 1, 3 (text id 2
+    # spells no phoneme: a mark)
     frame_label = np.array([0, 0, 0, 1, 1, 2, 2, 2, 3, 3])
-    per_unit = unit_text_index(frame_label, [0, 0, 1, 3], frames_per_unit=2)
-    assert per_unit.tolist() == [0, 0, 1, 1, 3]
-    # k = 2 units per row: rows hold units (0,1) (2,3) (4); each takes its second unit (the last row its only)
-    assert row_text_index(per_unit, 2, skipped=0, n_text=4).tolist() == [0, 1, 3]
+    label = unit_labels(frame_label, frames_per_unit=2)
+    assert label.tolist() == [0, 1, 2, 2, 3]
+    index, phones = np.array([0, 0, 1, 3])[label], np.array([7, 8, 9, 7])[label]
+    # k = 2 units per row: rows hold units (0,1) (2,3) (4); each takes its second unit's text index (the last
+    # row its only unit's), and the phonemes of its units (-1 past the last)
+    assert row_alignment(index, phones, 2, skipped=0, n_text=4).tolist() == [[0, 7, 8], [1, 9, 9], [3, 7, -1]]
     # one leading id dropped by the layout shifts the indices; they stay inside the chunk's text
-    assert row_text_index(per_unit, 2, skipped=1, n_text=3).tolist() == [0, 0, 2]
+    assert row_alignment(index, None, 2, skipped=1, n_text=3).tolist() == [[0, -1, -1], [0, -1, -1], [2, -1, -1]]
 
 
 def test_written_rows_carry_the_alignment_the_guide_reads(tmp_path):
@@ -86,8 +89,10 @@ def test_written_rows_carry_the_alignment_the_guide_reads(tmp_path):
     units = read_units(tmp_path / "corpus" / "units")
     cfg = SpeechLMConfig.from_dict(read_yaml(CONFIGS / "speechlm_stage1_tiny.yaml", "model")["config"])
     frontend = load_text_frontend(tmp_path / "tok", "own-bpe")
-    # a made-up alignment: unit u says text id u // 4 (the synthetic corpus has 4 units per character)
-    alignments = {i["id"]: np.arange(len(units[i["id"]])) // 4 for i in items}
+    # a made-up alignment: unit u says text id u // 4 (the synthetic corpus has 4 units per character), and
+    # phoneme 1 + u % 5
+    alignments = {i["id"]: np.stack([np.arange(len(units[i["id"]])) // 4, 1 + np.arange(len(units[i["id"]])) % 5], 1)
+                  for i in items}
     spec = SequenceSpec(ChunkRules(sentence_min_text=8, max_text=40), max_rows=600)  # long-form: several chunks
     pairs = choose_references(read_jsonl(tmp_path / "corpus" / "manifest.jsonl"), None, 0)
     counts = write_sequences(tmp_path / "rows", frontend, cfg, items, units, pairs, spec, alignments=alignments)
@@ -106,3 +111,5 @@ def test_written_rows_carry_the_alignment_the_guide_reads(tmp_path):
         # each row's second unit (a short last row: its last unit), its text id clipped to the chunk's text
         expected = np.clip(np.minimum(np.arange(g) * k + 1, n_units - 1) // 4, 0, band.n_text - 1)
         assert band.centre.tolist() == expected.tolist()
+        unit = np.arange(g * k).reshape(g, k)
+        assert band.phones.tolist() == np.where(unit < n_units, 1 + unit % 5, -1).tolist()

@@ -3,6 +3,8 @@ the layer's real attention, training on it moves attention into the band, and we
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -118,3 +120,45 @@ def test_weight_zero_is_the_official_loss_and_the_guide_adds_its_term():
     assert abs(float(guided / n) - float(official / n) - 0.5 * on.last["loss_guide"]) < 1e-4
     with pytest.raises(ValueError, match="guide"):
         SpeechLMObjective(model, guide=GuideConfig(weight=1.0, layer=5))
+
+
+def _aligned_batch(seeds=(0, 1)):
+    """``_batch`` plus an ``align`` field: per unit row a text index and made-up phonemes (1..5) of its units."""
+    batch, seqs = _batch(seeds)
+    bands = chunk_bands(batch["rows"], batch["labels"], batch["rows_lengths"], CFG)
+    per_seq = [sum(len(b.unit_rows) for b in bands if b.batch == i) for i in range(len(seqs))]
+    align = torch.full((len(seqs), max(per_seq), 1 + K), -1)
+    for i, n in enumerate(per_seq):
+        rows = torch.arange(n)
+        align[i, :n, 0] = rows % 3
+        align[i, :n, 1:] = 1 + (rows[:, None] * 3 + torch.arange(K)[None] + i) % 5
+    return {**batch, "align": align, "align_lengths": torch.tensor(per_seq)}
+
+
+def test_the_phoneme_aid_learns_and_stays_out_of_the_exported_model():
+    torch.manual_seed(0)
+    model = random_speech_lm(CFG, seed=3)
+    batch = _aligned_batch()
+    obj = SpeechLMObjective(model, guide=GuideConfig(phone_weight=1.0, phone_classes=6))
+    assert obj.phone_head is not None and obj.guide is not None
+    opt = torch.optim.Adam(obj.parameters(), lr=3e-3)
+    history = []
+    for _ in range(40):
+        loss, n = obj(batch)
+        history.append(obj.last["loss_phone"])
+        opt.zero_grad()
+        (loss / n).backward()
+        opt.step()
+    assert "loss_guide" not in obj.last  # attention weight 0: no attention capture
+    # from about log 6 (a random head) to well under log 5 (the best a head blind to the rows could do)
+    assert history[0] > 1.5 and history[-1] < 0.7 * math.log(5)
+    assert all(not k.startswith("model.") for k in obj.state_dict() if "phone_head" in k)
+    assert not any("phone" in k for k in model.state_dict())
+    # a batch without aligned phonemes adds nothing
+    plain, _ = _batch()
+    with torch.no_grad():
+        total, rows = obj(plain)
+        official, _ = SpeechLMObjective(model)(plain)
+    assert obj.last["loss_phone"] == 0.0 and torch.allclose(total, official)
+    with pytest.raises(ValueError, match="phone_classes"):
+        SpeechLMObjective(model, guide=GuideConfig(phone_weight=1.0))

@@ -5,9 +5,10 @@ being spoken. Without an aligner it can only assume that speech and text advance
 few ids wide). With one it can point at the id itself. The aligner here needs no audio model of its own: a
 CTC phoneme reader of the units (``recipes/mouth_unit_probe.py --save``, trained on the same corpus) gives
 per-frame phoneme log-probabilities, the target's G2P phonemes are forced through them (Viterbi over the CTC
-states), and each phoneme belongs to the phoneme-BPE text id that spells it, so each unit gets the index of
-a text id (:func:`unit_text_index`). The SpeechLM rows then take, per unit row, the id of one of its units
-(:func:`row_text_index`).
+states), and each phoneme belongs to the phoneme-BPE text id that spells it, so each unit gets a phoneme and
+the index of a text id (:func:`unit_labels`). The SpeechLM rows then take, per unit row, the text index of one
+of its units and the phoneme of each (:func:`row_alignment`): the guide's band centre and, optionally, the
+targets of an auxiliary phoneme loss.
 """
 
 from __future__ import annotations
@@ -63,17 +64,25 @@ def phone_counts(frontend, ids: Sequence[int]) -> list[int]:
     return [sum(ch in symbols for ch in frontend.backend_token(int(i))) for i in ids]
 
 
-def unit_text_index(frame_label: np.ndarray, label_text: Sequence[int], frames_per_unit: int) -> np.ndarray:
-    """Text-id index per unit: the label of each unit's last frame, mapped through ``label_text`` (the index of
-    the text id each label belongs to)."""
+def unit_labels(frame_label: np.ndarray, frames_per_unit: int) -> np.ndarray:
+    """Label index per unit: the label of each unit's last frame."""
     units = len(frame_label) // frames_per_unit
-    last = frame_label[frames_per_unit - 1: units * frames_per_unit: frames_per_unit]
-    return np.asarray(label_text, dtype=np.int64)[last]
+    return frame_label[frames_per_unit - 1: units * frames_per_unit: frames_per_unit]
 
 
-def row_text_index(unit_index: np.ndarray, k: int, skipped: int, n_text: int) -> np.ndarray:
-    """Per unit row (``k`` units each, the last one possibly short) the chunk-relative text index of its second
-    unit, after ``skipped`` leading ids that the layout drops, clipped to the chunk's ``n_text`` ids."""
-    rows = -(-len(unit_index) // k)
-    pick = np.minimum(np.arange(rows) * k + min(1, k - 1), len(unit_index) - 1)
-    return np.clip(unit_index[pick] - skipped, 0, max(n_text - 1, 0)).astype(np.int32)
+def row_alignment(unit_index: np.ndarray, unit_phones: np.ndarray | None, k: int, skipped: int, n_text: int
+                  ) -> np.ndarray:
+    """Per unit row (``k`` units each, the last one possibly short) ``[text index, phoneme of each unit]``
+    (G, 1 + k): the chunk-relative text index of the row's second unit, after ``skipped`` leading ids that the
+    layout drops, clipped to the chunk's ``n_text`` ids; then the phoneme id of each of its units (-1 past the
+    last unit, or everywhere without ``unit_phones``)."""
+    n = len(unit_index)
+    rows = -(-n // k)
+    pick = np.minimum(np.arange(rows) * k + min(1, k - 1), n - 1)
+    out = np.full((rows, 1 + k), -1, dtype=np.int32)
+    out[:, 0] = np.clip(unit_index[pick] - skipped, 0, max(n_text - 1, 0))
+    if unit_phones is not None:
+        padded = np.full(rows * k, -1, dtype=np.int32)
+        padded[:n] = unit_phones
+        out[:, 1:] = padded.reshape(rows, k)
+    return out

@@ -11,7 +11,11 @@ together: here, a few heads of one backbone layer are asked to put their attenti
 ``sigma * n`` rows (at least ``min_sigma``). The loss is ``-log`` of the attention mass in the band,
 averaged over the query rows that predict units and the guided heads. Where the batch carries a forced
 alignment (``align``: the text index of each unit row, :mod:`~mgm_omni.training.speechlm_align`), the band is
-centred on the aligned text id instead, ``align_sigma`` ids wide.
+centred on the aligned text id instead, ``align_sigma`` ids wide. An alignment that also carries the phoneme
+of every unit enables a second aid, ``phone_weight``: a linear head on the backbone state that predicts each
+unit row (cross-entropy, :func:`phone_loss`) must also name the phonemes of its units, so the backbone learns
+which sound its text makes now from a target that, unlike the units, does not change with the voice. The head
+is training-only (the exported SpeechLM has no trace of it).
 
 Chunks are found in the rows alone: a chunk starts after the prompt (the first labelled row) or after a
 ``<|audio_sep|>`` row, and ends at its close row (text pad, speech all eos), whose text id is the pad id
@@ -38,14 +42,24 @@ class GuideConfig:
     sigma: float = 0.15
     min_sigma: float = 2.0
     align_sigma: float = 1.0  # band width (text ids) around a forced alignment's text id
+    phone_weight: float = 0.0  # auxiliary phoneme loss (needs aligned phonemes); 0: none
+    phone_classes: int = 0  # phoneme ids of the alignment + 1 (recipes/speechlm_align.py prints it)
 
     def check(self, model: SpeechLM) -> None:
         n_layers, n_heads = model.cfg.num_hidden_layers, model.cfg.num_attention_heads
-        if self.weight < 0 or not 0 <= self.layer < n_layers or not 1 <= self.heads <= n_heads:
+        attends = self.weight > 0  # the layer and heads matter only to the attention guide
+        if self.weight < 0 or attends and (not 0 <= self.layer < n_layers or not 1 <= self.heads <= n_heads):
             raise ValueError(f"guide: weight >= 0, layer in [0, {n_layers}), heads in [1, {n_heads}] "
                              f"(got {self.weight}, {self.layer}, {self.heads})")
         if self.sigma <= 0 or self.min_sigma <= 0 or self.align_sigma <= 0:
             raise ValueError("guide: sigma, min_sigma and align_sigma must be > 0")
+        if self.phone_weight < 0 or (self.phone_weight > 0 and self.phone_classes < 2):
+            raise ValueError(f"guide: phone_weight >= 0, and phone_classes >= 2 with it (got {self.phone_weight}, "
+                             f"{self.phone_classes})")
+
+    @property
+    def active(self) -> bool:
+        return self.weight > 0 or self.phone_weight > 0
 
 
 @dataclass(frozen=True)
@@ -57,6 +71,7 @@ class ChunkBand:
     n_text: int
     unit_rows: torch.Tensor  # (G,) row indices holding the chunk's units
     centre: torch.Tensor | None = None  # (G,) aligned text index per unit row; None: the linear band
+    phones: torch.Tensor | None = None  # (G, k) aligned phoneme of each unit (-1: none)
 
 
 def chunk_bands(rows: torch.Tensor, labels: torch.Tensor, lengths: torch.Tensor, cfg: SpeechLMConfig,
@@ -64,8 +79,9 @@ def chunk_bands(rows: torch.Tensor, labels: torch.Tensor, lengths: torch.Tensor,
     """The chunks of a padded batch of training sequences (rows / labels (B, T, 1 + k)) of a model ``cfg``
     (its ``<|audio_sep|>`` / ``<|audio_end|>`` ids end the text vocabulary, spec §1.2).
 
-    ``align`` (B, U) with ``align_lengths`` (B,): the aligned text index of every unit row of a sequence, its
-    chunks in order; a sequence whose count differs from its unit rows keeps the linear band."""
+    ``align`` (B, U) or (B, U, 1 + k) with ``align_lengths`` (B,): per unit row of a sequence, its chunks in
+    order, the aligned text index (and the phonemes of its units); a sequence whose count differs from its
+    unit rows keeps the linear band."""
     audio_sep, audio_end, speech_codes = cfg.text_size - 1, cfg.text_size - 2, cfg.speech_eos
     out = []
     for b in range(rows.shape[0]):
@@ -90,8 +106,13 @@ def chunk_bands(rows: torch.Tensor, labels: torch.Tensor, lengths: torch.Tensor,
             at = 0
             for i in range(first, len(out)):
                 g = len(out[i].unit_rows)
-                centre = align[b, at: at + g].clamp(0, out[i].n_text - 1)
-                out[i] = ChunkBand(b, out[i].text_start, out[i].n_text, out[i].unit_rows, centre)
+                rows_align = align[b, at: at + g]
+                if rows_align.dim() == 1:
+                    rows_align = rows_align[:, None]
+                phones = rows_align[:, 1:] if rows_align.shape[1] > 1 and bool((rows_align[:, 1:] >= 0).any()) \
+                    else None
+                centre = rows_align[:, 0].clamp(0, out[i].n_text - 1)
+                out[i] = ChunkBand(b, out[i].text_start, out[i].n_text, out[i].unit_rows, centre, phones)
                 at += g
     return out
 
@@ -129,3 +150,20 @@ def guide_loss(q: torch.Tensor, k: torch.Tensor, bands: list[ChunkBand], cfg: Gu
         total = total - torch.log(mass + 1e-4).sum()
         count += mass.numel()
     return total / count
+
+
+def phone_loss(h: torch.Tensor, bands: list[ChunkBand], head: torch.nn.Linear, k: int) -> torch.Tensor:
+    """Cross-entropy of ``head`` (H -> k x classes) on the backbone states ``h`` (B, T, H) of the rows that
+    predict each unit row, against the aligned phonemes of that row's units (-1 ignored); 0 without any."""
+    feats, targets = [], []
+    for band in bands:
+        if band.phones is not None:
+            feats.append(h[band.batch, band.unit_rows - 1])
+            targets.append(band.phones)
+    if not targets:
+        return h.new_zeros((), dtype=torch.float32)
+    logits = head(torch.cat(feats)).float().unflatten(-1, (k, -1))  # (N, k, classes)
+    target = torch.cat(targets).long()
+    if not bool((target >= 0).any()):
+        return logits.sum() * 0.0
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=-1)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from mgm_omni.models.speech_lm import IGNORE_INDEX, SpeechLM, speech_lm_loss
-from mgm_omni.training.speechlm_guide import GuideConfig, chunk_bands, guide_loss
+from mgm_omni.training.speechlm_guide import GuideConfig, chunk_bands, guide_loss, phone_loss
 
 STAGES = ("stage1", "stage2")
 
@@ -36,16 +36,20 @@ class SpeechLMObjective(nn.Module):
         super().__init__()
         self.model = model
         self.text_weight = text_weight
-        self.guide = guide if guide is not None and guide.weight > 0 else None
+        self.guide = guide if guide is not None and guide.active else None
         if self.guide is not None:
             self.guide.check(model)
+        # training-only phoneme head (guide.phone_weight): not under ``model.``, so never exported
+        self.phone_head = (nn.Linear(model.cfg.hidden_size, model.cfg.speech_token_count * guide.phone_classes)
+                           if self.guide is not None and guide.phone_weight > 0 else None)
         self.last: dict[str, float] = {}
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         rows, labels = batch["rows"], batch["labels"]
         lengths = batch["rows_lengths"]
         pad_mask = torch.arange(rows.shape[1], device=rows.device)[None] < lengths[:, None]  # (B, T)
-        attention = self.model.model.layers[self.guide.layer].self_attn if self.guide is not None else None
+        guided = self.guide is not None and self.guide.weight > 0
+        attention = self.model.model.layers[self.guide.layer].self_attn if guided else None
         if attention is not None:
             attention.capture = []
         try:
@@ -57,11 +61,16 @@ class SpeechLMObjective(nn.Module):
         _, loss_text, loss_speech = speech_lm_loss(self.model.text_logits(h), self.model.speech_logits(g), labels)
         loss = self.text_weight * loss_text + loss_speech  # 1.0: the official sum, exactly
         self.last = {"loss_text": float(loss_text.detach()), "loss_speech": float(loss_speech.detach())}
-        if captured:
+        if self.guide is not None:
             bands = chunk_bands(rows, labels, lengths, self.model.cfg, batch.get("align"), batch.get("align_lengths"))
-            loss_guide = guide_loss(*captured[0], bands, self.guide)
-            loss = loss + self.guide.weight * loss_guide
-            self.last["loss_guide"] = float(loss_guide.detach())
+            if captured:
+                loss_guide = guide_loss(*captured[0], bands, self.guide)
+                loss = loss + self.guide.weight * loss_guide
+                self.last["loss_guide"] = float(loss_guide.detach())
+            if self.phone_head is not None:
+                loss_phone = phone_loss(h, bands, self.phone_head, self.model.cfg.speech_token_count)
+                loss = loss + self.guide.phone_weight * loss_phone
+                self.last["loss_phone"] = float(loss_phone.detach())
         supervised = (labels[:, 1:] != IGNORE_INDEX).any(-1).sum()  # rows whose next row is learned
         return loss * supervised, supervised
 

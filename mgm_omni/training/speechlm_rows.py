@@ -33,7 +33,7 @@ from mgm_omni.generation.speech.layout import IGNORE, ChunkRules, LayoutError, R
 from mgm_omni.generation.speech.prompt import SpeechPromptError, omni_prompt_rows
 from mgm_omni.training.loader import PadCollate
 from mgm_omni.training.shards import ShardWriter
-from mgm_omni.training.speechlm_align import row_text_index
+from mgm_omni.training.speechlm_align import row_alignment
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """Rows of a JSONL file (blank lines skipped)."""
@@ -132,21 +132,26 @@ def choose_references(items: Sequence[dict], pairs: Iterable[dict] | None, seed:
     return out
 
 
-def aligned_rows(frontend, target: dict, unit_index: np.ndarray | None, n_units: int, k: int,
+def aligned_rows(frontend, target: dict, alignment: np.ndarray | None, n_units: int, k: int,
                  spec: SequenceSpec) -> np.ndarray:
-    """Per unit row of a one-chunk target, the chunk-relative index of the text id being spoken (from a forced
-    alignment's text-id index per unit, :mod:`~mgm_omni.training.speechlm_align`); empty when there is no
-    alignment, it does not cover the units, or the target spans several chunks (the guide's linear band)."""
-    if unit_index is None or len(unit_index) != n_units:
-        return np.zeros(0, dtype=np.int32)
+    """Per unit row of a one-chunk target, ``[text index, phoneme of each unit]`` (G, 1 + k,
+    :func:`~mgm_omni.training.speechlm_align.row_alignment`) from a forced alignment: per unit its text-id index
+    and (second column, optional) phoneme id. Empty (0, 1 + k) when there is no alignment, it does not cover
+    the units, or the target spans several chunks (the guide's linear band)."""
+    empty = np.zeros((0, 1 + k), dtype=np.int32)
+    if alignment is None or len(alignment) != n_units:
+        return empty
     plan = plan_chunks(segment_ids(target, frontend), n_units, spec)
     if len(plan) != 1:
-        return np.zeros(0, dtype=np.int32)
+        return empty
     ids = plan[0][0]
     skipped = 0
     while skipped < len(ids) and frontend.is_skippable(ids[skipped]):
         skipped += 1
-    return row_text_index(np.asarray(unit_index), k, skipped, len(ids) - skipped)
+    alignment = np.asarray(alignment)
+    phones = alignment[:, 1] if alignment.ndim == 2 else None
+    index = alignment[:, 0] if alignment.ndim == 2 else alignment
+    return row_alignment(index, phones, k, skipped, len(ids) - skipped)
 
 
 def write_sequences(out_dir: str | os.PathLike, frontend, cfg: SpeechLMConfig, items: Sequence[dict],
@@ -155,8 +160,9 @@ def write_sequences(out_dir: str | os.PathLike, frontend, cfg: SpeechLMConfig, i
                     alignments: Mapping[str, np.ndarray] | None = None) -> Counter:
     """Lay out every (target, reference) pair into shards at ``out_dir``; returns counts by outcome.
 
-    With ``alignments`` (item id -> text-id index per unit) every item also gets an ``align`` field, the text
-    index per unit row (:func:`aligned_rows`; empty where there is none) for the guided-attention loss."""
+    With ``alignments`` (item id -> per unit its text-id index, optionally its phoneme id) every item also gets
+    an ``align`` field, per unit row its text index and its units' phonemes (:func:`aligned_rows`; empty where
+    there is none) for the guided-attention and phoneme losses."""
     if cfg.tokenizer_speech_size - 2 <= max((int(u.max()) for u in units.values() if len(u)), default=0):
         raise ValueError(f"units reach the speech eos id {cfg.tokenizer_speech_size - 2}: the model's "
                          "tokenizer_speech_size must be the unit count + 2")
