@@ -207,6 +207,27 @@ def test_mapped_embedding_tables_are_the_file_and_never_write_it(tmp_path, dtype
     assert out.read_bytes() == before and not torch.equal(mapped(ids), read(ids))
 
 
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="reads /proc/self/maps (Linux)")
+def test_a_tied_head_stays_tied_when_its_table_is_mapped(tmp_path):
+    """A tied model saved with one table: after a mapped load the head is the (mapped) table again, so training
+    the loaded model keeps them one tensor; a file with its own, different head keeps both."""
+    model = _tiny_lm(tie=True)
+    state = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    save_state_dict(state, tmp_path / "tied")
+    loaded = _tiny_lm(tie=True)
+    stream_into(loaded, tmp_path / "tied", tied=[("lm_head.weight", "model.embed_tokens.weight")],
+                map_embeddings=True)
+    assert loaded.lm_head.weight is loaded.model.embed_tokens.weight
+    assert torch.equal(loaded.lm_head.weight, model.lm_head.weight)
+    own_head = {**state, "lm_head.weight": model.lm_head.weight.detach() + 1.0}
+    save_state_dict(own_head, tmp_path / "own")
+    untied = _tiny_lm(tie=True)
+    stream_into(untied, tmp_path / "own", tied=[("lm_head.weight", "model.embed_tokens.weight")],
+                map_embeddings=True)
+    assert untied.lm_head.weight is not untied.model.embed_tokens.weight
+    assert torch.equal(untied.lm_head.weight, own_head["lm_head.weight"])
+
+
 def test_streamed_load_refuses_what_does_not_fit_or_is_truncated(tmp_path):
     model = _tiny_lm(tie=False)
     state = model.state_dict()
