@@ -32,8 +32,15 @@ see each config's header for its wall time on the 2-core EPYC):
     mgm-omni train flow --config recipes/configs/mouth_gate_flow.yaml
     mgm-omni train flow --config recipes/configs/flow_small.yaml
     python recipes/mouth_resynth_gate.py --config recipes/configs/mouth_gate.yaml
-    mgm-omni train speechlm_stage1 --config recipes/configs/speechlm_stage1_small.yaml  # shipped run: data order in its header
-    mgm-omni train speechlm_stage2 --config recipes/configs/speechlm_stage2_small.yaml
+    # SpeechLM v2 (v1 was speechlm_stage1_small.yaml + speechlm_stage2_small.yaml; OMP_NUM_THREADS=2 here):
+    python recipes/mouth_unit_probe.py --units /work/corpus/units --lang en --minutes 12 --save outputs/unit_probe/probe_en.pt
+    python recipes/speechlm_align.py --probe outputs/unit_probe/probe_en.pt --out outputs/speechlm_align/alignments_ph.npz
+    A="data.shards=outputs/speechlm_aligned_ph/rows data.alignments=outputs/speechlm_align/alignments_ph.npz model.guide.weight=1.0"
+    mgm-omni train speechlm_stage1 --config recipes/configs/speechlm_stage1_small.yaml $A \
+        train.max_steps=1500 train.out_dir=outputs/s1_aligned
+    mgm-omni train speechlm_stage1 --config recipes/configs/speechlm_stage1_small.yaml $A --stop-after 3000 \
+        train.max_steps=7500 train.out_dir=outputs/s1_phone_long model.guide.phone_weight=1.0 \
+        model.guide.phone_classes=111 model.config=null model.init=outputs/s1_aligned/model
     python recipes/mouth_assemble.py --config recipes/configs/mouth_small.yaml
 """
 

@@ -31,7 +31,8 @@ SECTIONS = ("train", "model", "data")
 
 def run_speechlm_stage(stage_name: str, args: RecipeArgs) -> FitResult:
     """The model with ``stage_name``'s trainable parameters, its row shards (written when missing), the fit,
-    and on the main rank after the last step the export to ``<out_dir>/model/`` (official layout)."""
+    and on the main rank after the last step (``max_steps`` or ``--stop-after``) the export to
+    ``<out_dir>/model/`` (official layout)."""
     raw = load_recipe_config(args.config, args.overrides, SECTIONS)
     train = from_dict(TrainConfig, raw["train"])
     model_section = from_dict(SpeechLMModelSection, raw["model"])
@@ -54,7 +55,8 @@ def run_speechlm_stage(stage_name: str, args: RecipeArgs) -> FitResult:
             step_metrics=lambda m: m.last,
         )
         result.extra["params"] = trainable_summary(model)
-        if info.is_main and result.state.step >= train.max_steps:
+        planned_end = train.max_steps if args.stop_after is None else min(train.max_steps, args.stop_after)
+        if info.is_main and result.state.step >= planned_end:  # also a --stop-after end: that model is kept
             result.extra["export"] = export_speech_lm(model.cfg, latest_checkpoint(train.out_dir),
                                                       Path(train.out_dir) / "model")
         return result
