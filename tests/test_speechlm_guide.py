@@ -89,20 +89,26 @@ def test_guided_attention_is_the_layers_own_attention(aligned):
     assert abs(float(guide_loss(q, k, bands, cfg)) - expected / count) < 1e-4
 
 
+def _train(obj: SpeechLMObjective, batch: dict, metric: str, steps: int = 40) -> list[float]:
+    """``steps`` Adam steps of the whole objective (its training-only heads too) on one batch; ``metric`` each."""
+    opt = torch.optim.Adam(obj.parameters(), lr=3e-3)
+    history = []
+    for _ in range(steps):
+        loss, n = obj(batch)
+        history.append(obj.last[metric])
+        opt.zero_grad()
+        (loss / n).backward()
+        opt.step()
+    return history
+
+
 def test_training_on_the_guide_moves_attention_into_the_band():
     torch.manual_seed(0)
     model = random_speech_lm(CFG, seed=1)
     batch, _ = _batch()
     guide = GuideConfig(weight=1.0, layer=1, heads=2, sigma=0.2, min_sigma=1.0)
     obj = SpeechLMObjective(model, guide=guide)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    history = []
-    for _ in range(40):
-        loss, n = obj(batch)
-        history.append(obj.last["loss_guide"])
-        opt.zero_grad()
-        (loss / n).backward()
-        opt.step()
+    history = _train(obj, batch, "loss_guide")
     assert history[-1] < 0.6 * history[0]
     assert model.model.layers[1].self_attn.capture is None  # the capture is dropped after each forward
 
@@ -141,14 +147,7 @@ def test_the_phoneme_aid_learns_and_stays_out_of_the_exported_model():
     batch = _aligned_batch()
     obj = SpeechLMObjective(model, guide=GuideConfig(phone_weight=1.0, phone_classes=6))
     assert obj.phone_head is not None and obj.guide is not None
-    opt = torch.optim.Adam(obj.parameters(), lr=3e-3)
-    history = []
-    for _ in range(40):
-        loss, n = obj(batch)
-        history.append(obj.last["loss_phone"])
-        opt.zero_grad()
-        (loss / n).backward()
-        opt.step()
+    history = _train(obj, batch, "loss_phone")
     assert "loss_guide" not in obj.last  # attention weight 0: no attention capture
     # from about log 6 (a random head) to well under log 5 (the best a head blind to the rows could do)
     assert history[0] > 1.5 and history[-1] < 0.7 * math.log(5)
