@@ -49,8 +49,8 @@ class SpeechLMModelSection:
     # weight of the next-text-token loss (1.0 = the official CE_text + CE_speech). A pretrained LLM keeps its text
     # prediction for free; a small backbone from scratch spends about half its gradient on it.
     text_loss_weight: float = 1.0
-    # guided attention (mgm_omni.training.speechlm_guide.GuideConfig fields: weight, layer, heads, sigma,
-    # min_sigma); empty or weight 0: the official loss alone
+    # guided attention and the phoneme aid (mgm_omni.training.speechlm_guide.GuideConfig fields: weight, layer,
+    # heads, sigma, min_sigma, align_sigma, phone_weight, phone_classes); empty or weights 0: the official loss
     guide: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
