@@ -1,15 +1,19 @@
 """Forced alignment of the corpus's texts to their units, for the SpeechLM's guided attention.
 
-Each English item of the given splits: its G2P phonemes are forced through the CTC phoneme probe of
-``recipes/mouth_unit_probe.py --save`` (read on the item's true units), each phoneme is given to the
-phoneme-BPE text id that spells it (``mgm_omni.training.speechlm_align``), and the text-id index and the
-phoneme id (the probe's table, 1-based) of every unit are saved (``alignments.npz``: item id -> int16
-(units, 2)). Items whose phonemes and text ids do not
-match one to one, or that the probe cannot align, are left out (the guide falls back to its linear band).
-The summary compares the aligned text index with the linear guess (the difference the guide will see).
+Each item of the given splits and language (``--lang``; the probe must be trained on that language): its G2P
+phonemes are forced through the CTC phoneme probe of ``recipes/mouth_unit_probe.py --save`` (read on the
+item's true units), each phoneme is given to the phoneme-BPE text id that spells it
+(``mgm_omni.training.speechlm_align``), and the text-id index and the phoneme id (the probe's table, 1-based,
+plus ``--phone-offset``) of every unit are saved (``alignments.npz``: item id -> int16 (units, 2)). Items whose
+phonemes and text ids do not match one to one, or that the probe cannot align, are left out (the guide falls
+back to its linear band). The summary compares the aligned text index with the linear guess (the difference
+the guide will see).
 
     .venv/bin/python recipes/speechlm_align.py --probe outputs/unit_probe/probe_en.pt \
         --out outputs/speechlm_align/alignments.npz
+    # both languages in one file: Mandarin phoneme ids after the English ones (phone_classes: the sum + 1)
+    .venv/bin/python recipes/speechlm_align.py --probe outputs/unit_probe/probe_zh.pt --lang zh \
+        --phone-offset 110 --merge outputs/speechlm_align/alignments.npz --out outputs/speechlm_align/both.npz
 Then train with ``data.alignments=<that file>`` and ``model.guide.weight=1.0`` (the rows are written again:
 use a new ``data.shards`` folder); ``model.guide.phone_weight`` with ``model.guide.phone_classes`` (the probe's
 phonemes + 1; printed here) adds the auxiliary phoneme loss.
@@ -39,6 +43,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--units", type=Path, default=None, help="unit shards (default: <manifest dir>/units)")
     ap.add_argument("--text-frontend", default="outputs/text_frontend")
     ap.add_argument("--splits", default="train")
+    ap.add_argument("--lang", default="en", help="en or zh: the items aligned (and the probe's language)")
+    ap.add_argument("--phone-offset", type=int, default=0, help="added to the phoneme ids (another language's "
+                    "phonemes come first in a merged file)")
+    ap.add_argument("--merge", type=Path, default=None,
+                    help="an alignments.npz of other items (e.g. the other language) to write out together")
     ap.add_argument("--limit", type=int, default=0, help="at most this many items (0: all)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "outputs" / "speechlm_align" / "alignments.npz")
@@ -56,7 +65,7 @@ def main(argv=None) -> dict:
     g2p = G2P()
     units = read_units(args.units or args.manifest.parent / "units")
     splits = set(args.splits.split(","))
-    items = [r for r in read_jsonl(args.manifest) if r.get("split") in splits and r.get("lang") == "en"
+    items = [r for r in read_jsonl(args.manifest) if r.get("split") in splits and r.get("lang") == args.lang
              and r.get("kind", "utterance") == "utterance" and r["id"] in units]
     if args.limit:
         items = items[:args.limit]
@@ -84,14 +93,17 @@ def main(argv=None) -> dict:
                 continue
             label = unit_labels(path, logp.shape[0] // len(u))
             index = label_text[label]
-            out[item["id"]] = np.stack([index, np.asarray(phones)[label]], axis=1).astype(np.int16)
+            out[item["id"]] = np.stack([index, np.asarray(phones)[label] + args.phone_offset], axis=1).astype(np.int16)
             linear = (np.arange(len(index)) + 0.5) * len(counts) / len(index)
             offsets.append(float(np.abs(index - linear).mean()))
             if n % 1000 == 0:
                 print(f"{n}/{len(items)} items, {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.merge is not None:
+        with np.load(args.merge) as other:
+            out = {**{key: other[key] for key in other.files}, **out}
     np.savez_compressed(args.out, **out)
-    report = {"items": len(items), "aligned": len(out), "skipped": skipped, "phone_classes": len(table) + 1,
+    report = {"items": len(items), "aligned": len(out), "skipped": skipped, "phone_classes": args.phone_offset + len(table) + 1,
               "mean |aligned - linear| text ids": round(float(np.mean(offsets)), 2) if offsets else None,
               "seconds": round(time.perf_counter() - t0, 1), "out": str(args.out)}
     print(json.dumps(report))
