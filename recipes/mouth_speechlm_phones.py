@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from recipes.mouth_unit_probe import edit_distance, greedy, load_probe, phonemes  # noqa: E402
+from recipes.mouth_unit_probe import phone_reader  # noqa: E402
 
 
 def split_items(rows: list[dict], split: str) -> list[dict]:
@@ -73,9 +73,8 @@ def main(argv=None) -> dict:
     from mgm_omni.generation.voice import Voice
     from mgm_omni.generation.wave.frontends import voice_frontend
     from mgm_omni.generation.wave.own_frontend import load_unit_tokenizer
-    from mgm_omni.text.g2p import G2P
 
-    probe, table = load_probe(args.probe)
+    read = phone_reader(args.probe)
     rows = {}
     for line in args.manifest.read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
@@ -89,30 +88,23 @@ def main(argv=None) -> dict:
                             max_rows=400)
     frontend = voice_frontend(pipe.mouth, args.model)
     units_of = load_unit_tokenizer(Path(args.model) / "units")
-    g2p = G2P()
-
-    def phones_of(units: list[int]) -> list[int]:
-        with torch.no_grad():
-            return greedy(probe(torch.tensor(units)[None])[0], 2 * len(units))
-
     totals = {"generated": [0, 0], "source": [0, 0]}
     records = []
     for it in items:
-        ref = [table.get(p, -1) for p in phonemes(g2p, it["text"])]
         prompt = rows[it["prompt_id"]]
         pipe.voice = Voice.from_audio(prompt["path"], prompt["text"], frontend)
         generated: list[int] = []
         for _ in pipe.stream(it["text"], on_row=lambda r: generated.extend(r.tokens)):
             pass
         source = units_of(load_audio(rows[it["id"]]["path"], sample_rate=16000, max_seconds=None)[0]).tolist()
-        rec = {"id": it["id"], "text": it["text"], "phones": len(ref)}
+        rec = {"id": it["id"], "text": it["text"]}
         for name, units in (("generated", generated), ("source", source)):
-            errors = edit_distance(phones_of(units), ref)
+            errors, rec["phones"] = read(units, it["text"])
             totals[name][0] += errors
-            totals[name][1] += len(ref)
+            totals[name][1] += rec["phones"]
             rec[name] = {"units": len(units), "errors": errors}
         records.append(rec)
-        print(f"{it['id']}: phones {len(ref)}, generated {rec['generated']['errors']} errors "
+        print(f"{it['id']}: phones {rec['phones']}, generated {rec['generated']['errors']} errors "
               f"({len(generated)} units), source {rec['source']['errors']} ({len(source)} units)", flush=True)
     report = {"model": args.model, "probe": str(args.probe), "items": len(records),
               "per": {k: round(v[0] / max(1, v[1]), 4) for k, v in totals.items()}, "records": records}

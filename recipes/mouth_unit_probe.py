@@ -61,6 +61,25 @@ def load_probe(path) -> tuple[Probe, dict[str, int]]:
     return probe.eval(), saved["table"]
 
 
+def phone_reader(path):
+    """``read(units, text) -> (errors, phonemes)``: a saved probe's greedy reading of ``units`` against the G2P
+    phonemes of ``text`` (edit distance; no units: every phoneme an error)."""
+    from mgm_omni.text.g2p import G2P
+
+    probe, table = load_probe(path)
+    g2p = G2P()
+
+    def read(units: list[int], text: str) -> tuple[int, int]:
+        ref = [table.get(p, -1) for p in phonemes(g2p, text)]
+        if not units:
+            return len(ref), len(ref)
+        with torch.no_grad():
+            heard = greedy(probe(torch.tensor(units)[None])[0], 2 * len(units))
+        return edit_distance(heard, ref), len(ref)
+
+    return read
+
+
 def phonemes(g2p, text: str) -> list[str]:
     """The G2P phoneme symbols of ``text``, punctuation and pauses dropped."""
     return [s for w in g2p(text) if not isinstance(w, str) for s in w]

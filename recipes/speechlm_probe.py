@@ -152,21 +152,9 @@ def heldout_loss(model: SpeechLM, frontend, data: SpeechLMDataSection, pairs: li
 def phone_reader(probe_file: str):
     """``read(units, text) -> (errors, phonemes)`` with a saved CTC phoneme probe (``mouth_unit_probe.py``)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from mgm_omni.text.g2p import G2P
-    from recipes.mouth_unit_probe import edit_distance, greedy, load_probe, phonemes
+    from recipes.mouth_unit_probe import phone_reader as reader
 
-    probe, table = load_probe(probe_file)
-    g2p = G2P()
-
-    def read(units: list[int], text: str) -> tuple[int, int]:
-        ref = [table.get(p, -1) for p in phonemes(g2p, text)]
-        if not units:
-            return len(ref), len(ref)
-        with torch.no_grad():
-            heard = greedy(probe(torch.tensor(units)[None])[0], 2 * len(units))
-        return edit_distance(heard, ref), len(ref)
-
-    return read
+    return reader(probe_file)
 
 
 def load_model(args, raw: dict) -> SpeechLM:

@@ -66,7 +66,7 @@ def test_guided_attention_is_the_layers_own_attention(aligned):
     centres = [torch.randint(0, b.n_text, (len(b.unit_rows),), generator=torch.Generator().manual_seed(i))
                for i, b in enumerate(bands)]
     if aligned:  # a forced alignment: the text index of every unit row, chunks in order
-        align = torch.cat(centres)[None]
+        align = torch.cat(centres)[None, :, None]  # no phonemes: the text index column alone
         bands = chunk_bands(batch["rows"], batch["labels"], batch["rows_lengths"], CFG, align,
                             torch.tensor([align.shape[1]]))
         assert all(torch.equal(b.centre, c) for b, c in zip(bands, centres))

@@ -205,14 +205,22 @@ def check_fit(module: torch.nn.Module, expected: Mapping[str, torch.Tensor], sha
         raise CheckpointError(f"{type(module).__name__}: checkpoint does not fit: " + "; ".join(problems))
 
 
-def retie(module: torch.nn.Module, target: str, source: str) -> None:
+def shares_tensor(module: torch.nn.Module, a: str, b: str) -> bool:
+    """Whether the dotted names ``a`` and ``b`` are one tensor in ``module`` (False if either is missing)."""
     try:
-        tgt_mod, tgt_attr = _resolve(module, target)
-        src_mod, src_attr = _resolve(module, source)
+        (mod_a, attr_a), (mod_b, attr_b) = _resolve(module, a), _resolve(module, b)
     except AttributeError:
-        return
-    if getattr(tgt_mod, tgt_attr) is not getattr(src_mod, src_attr):
-        return  # not tied in the model: keep both copies
+        return False
+    return getattr(mod_a, attr_a) is getattr(mod_b, attr_b)
+
+
+def retie(module: torch.nn.Module, target: str, source: str, force: bool = False) -> None:
+    """Point ``target`` at ``source``'s tensor if they are tied in the model (``force``: they were before a
+    load replaced one of them)."""
+    if not (force or shares_tensor(module, target, source)):
+        return  # not tied in the model (or missing): keep both copies
+    tgt_mod, tgt_attr = _resolve(module, target)
+    src_mod, src_attr = _resolve(module, source)
     setattr(tgt_mod, tgt_attr, getattr(src_mod, src_attr))
 
 

@@ -134,7 +134,7 @@ def stream_into(module: torch.nn.Module, path: str | os.PathLike, tied: Iterable
     """:func:`~mgm_omni.checkpoint.load_into` from a checkpoint on disk, one tensor at a time (see the module
     docstring); the same strict checks and errors. A ``.pt`` / ``.bin`` checkpoint is loaded whole.
     ``map_embeddings``: map ``nn.Embedding`` tables from the file instead of reading them (module docstring)."""
-    from mgm_omni.checkpoint import _resolve, check_fit, load_into, load_state_dict, retie
+    from mgm_omni.checkpoint import check_fit, load_into, load_state_dict, retie, shares_tensor
 
     tied = list(tied)
     entries = checkpoint_entries(path)
@@ -143,7 +143,7 @@ def stream_into(module: torch.nn.Module, path: str | os.PathLike, tied: Iterable
         return
     # pairs that share one tensor in the model and one entry in the file: they share one again after loading,
     # also when the source table is replaced by a map of the file (retie alone would see two tensors then)
-    shared = [(t, s) for t, s in tied if t not in entries and s in entries and _same_tensor(module, t, s)]
+    shared = {(t, s) for t, s in tied if t not in entries and s in entries and shares_tensor(module, t, s)}
     for target, source in tied:
         if target not in entries and source in entries:
             entries[target] = entries[source]
@@ -170,18 +170,4 @@ def stream_into(module: torch.nn.Module, path: str | os.PathLike, tied: Iterable
         for handle in handles.values():
             handle.close()
     for target, source in tied:
-        retie(module, target, source)
-    for target, source in shared:
-        tgt_mod, tgt_attr = _resolve(module, target)
-        src_mod, src_attr = _resolve(module, source)
-        setattr(tgt_mod, tgt_attr, getattr(src_mod, src_attr))
-
-
-def _same_tensor(module: torch.nn.Module, a: str, b: str) -> bool:
-    from mgm_omni.checkpoint import _resolve
-
-    try:
-        (ma, na), (mb, nb) = _resolve(module, a), _resolve(module, b)
-    except AttributeError:
-        return False
-    return getattr(ma, na) is getattr(mb, nb)
+        retie(module, target, source, force=(target, source) in shared)

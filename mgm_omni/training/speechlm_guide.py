@@ -79,9 +79,9 @@ def chunk_bands(rows: torch.Tensor, labels: torch.Tensor, lengths: torch.Tensor,
     """The chunks of a padded batch of training sequences (rows / labels (B, T, 1 + k)) of a model ``cfg``
     (its ``<|audio_sep|>`` / ``<|audio_end|>`` ids end the text vocabulary, spec §1.2).
 
-    ``align`` (B, U) or (B, U, 1 + k) with ``align_lengths`` (B,): per unit row of a sequence, its chunks in
-    order, the aligned text index (and the phonemes of its units); a sequence whose count differs from its
-    unit rows keeps the linear band."""
+    ``align`` (B, U, 1 + k) with ``align_lengths`` (B,): per unit row of a sequence, its chunks in order, the
+    aligned text index and the phonemes of its units (-1: none); a sequence whose count differs from its unit
+    rows keeps the linear band."""
     audio_sep, audio_end, speech_codes = cfg.text_size - 1, cfg.text_size - 2, cfg.speech_eos
     out = []
     for b in range(rows.shape[0]):
@@ -107,10 +107,7 @@ def chunk_bands(rows: torch.Tensor, labels: torch.Tensor, lengths: torch.Tensor,
             for i in range(first, len(out)):
                 g = len(out[i].unit_rows)
                 rows_align = align[b, at: at + g]
-                if rows_align.dim() == 1:
-                    rows_align = rows_align[:, None]
-                phones = rows_align[:, 1:] if rows_align.shape[1] > 1 and bool((rows_align[:, 1:] >= 0).any()) \
-                    else None
+                phones = rows_align[:, 1:] if bool((rows_align[:, 1:] >= 0).any()) else None
                 centre = rows_align[:, 0].clamp(0, out[i].n_text - 1)
                 out[i] = ChunkBand(b, out[i].text_start, out[i].n_text, out[i].unit_rows, centre, phones)
                 at += g
@@ -163,7 +160,5 @@ def phone_loss(h: torch.Tensor, bands: list[ChunkBand], head: torch.nn.Linear, k
     if not targets:
         return h.new_zeros((), dtype=torch.float32)
     logits = head(torch.cat(feats)).float().unflatten(-1, (k, -1))  # (N, k, classes)
-    target = torch.cat(targets).long()
-    if not bool((target >= 0).any()):
-        return logits.sum() * 0.0
+    target = torch.cat(targets).long()  # a band has phones only where one is >= 0
     return torch.nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=-1)

@@ -135,9 +135,9 @@ def choose_references(items: Sequence[dict], pairs: Iterable[dict] | None, seed:
 def aligned_rows(frontend, target: dict, alignment: np.ndarray | None, n_units: int, k: int,
                  spec: SequenceSpec) -> np.ndarray:
     """Per unit row of a one-chunk target, ``[text index, phoneme of each unit]`` (G, 1 + k,
-    :func:`~mgm_omni.training.speechlm_align.row_alignment`) from a forced alignment: per unit its text-id index
-    and (second column, optional) phoneme id. Empty (0, 1 + k) when there is no alignment, it does not cover
-    the units, or the target spans several chunks (the guide's linear band)."""
+    :func:`~mgm_omni.training.speechlm_align.row_alignment`) from a forced alignment (units, 2): per unit its
+    text-id index and phoneme id. Empty (0, 1 + k) when there is no alignment, it does not cover the units, or
+    the target spans several chunks (the guide's linear band)."""
     empty = np.zeros((0, 1 + k), dtype=np.int32)
     if alignment is None or len(alignment) != n_units:
         return empty
@@ -149,9 +149,7 @@ def aligned_rows(frontend, target: dict, alignment: np.ndarray | None, n_units: 
     while skipped < len(ids) and frontend.is_skippable(ids[skipped]):
         skipped += 1
     alignment = np.asarray(alignment)
-    phones = alignment[:, 1] if alignment.ndim == 2 else None
-    index = alignment[:, 0] if alignment.ndim == 2 else alignment
-    return row_alignment(index, phones, k, skipped, len(ids) - skipped)
+    return row_alignment(alignment[:, 0], alignment[:, 1], k, skipped, len(ids) - skipped)
 
 
 def write_sequences(out_dir: str | os.PathLike, frontend, cfg: SpeechLMConfig, items: Sequence[dict],
@@ -160,7 +158,7 @@ def write_sequences(out_dir: str | os.PathLike, frontend, cfg: SpeechLMConfig, i
                     alignments: Mapping[str, np.ndarray] | None = None) -> Counter:
     """Lay out every (target, reference) pair into shards at ``out_dir``; returns counts by outcome.
 
-    With ``alignments`` (item id -> per unit its text-id index, optionally its phoneme id) every item also gets
+    With ``alignments`` (item id -> per unit its text-id index and phoneme id) every item also gets
     an ``align`` field, per unit row its text index and its units' phonemes (:func:`aligned_rows`; empty where
     there is none) for the guided-attention and phoneme losses."""
     if cfg.tokenizer_speech_size - 2 <= max((int(u.max()) for u in units.values() if len(u)), default=0):

@@ -79,8 +79,8 @@ class SpeechLMDataSection:
     max_reference_units: int = 375
     unit_rate: float = 25.0
     seed: int = 0
-    # forced alignments for the guided-attention loss (recipes/speechlm_align.py: an .npz of item id -> text-id
-    # index per unit); the rows then carry an `align` field. Write them into a new `shards` folder.
+    # forced alignments for the guide and the phoneme aid (recipes/speechlm_align.py: an .npz of item id -> per
+    # unit (text-id index, phoneme id)); the rows then carry an `align` field. Write them into a new `shards` folder.
     alignments: str | None = None
 
     def __post_init__(self) -> None:
